@@ -1,0 +1,1 @@
+"""prefkit.modeling: models, tokenizers, log-probs and reference policies."""
