@@ -13,7 +13,7 @@ from prefkit.errors import PrefkitError
 # Subcommand modules, in the order `prefkit --help` lists them.
 COMMAND_MODULES = (
     "prefkit.losses.cli",
-    # "prefkit.games.cli",  (wired when the games lab lands)
+    "prefkit.games.cli",
 )
 
 
