@@ -13,6 +13,8 @@ from prefkit.errors import PrefkitError
 # Subcommand modules, in the order `prefkit --help` lists them.
 COMMAND_MODULES = (
     "prefkit.losses.cli",
+    "prefkit.train.cli",
+    "prefkit.data.cli",
     "prefkit.games.cli",
 )
 

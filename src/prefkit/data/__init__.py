@@ -1,0 +1,24 @@
+"""prefkit.data: preference data from the files users already have to token ids with exact boundaries.
+
+    data = prepare("pairs.jsonl", tokenizer, max_length=1024)   # detect, validate, tokenize
+    batch = collate_pairs(data.examples[:8], tokenizer.pad_token_id)
+
+Formats, boundary rules and bad-row handling are described in docs/data.md; `prefkit data inspect` shows one
+row's tokens as the trainer will see them.
+"""
+
+import importlib
+
+# Public names and the module that defines each. They are imported on first use, so that building the CLI
+# (which imports prefkit.data.cli, and with it this package) does not import torch for every command.
+_EXPORTS = {"prepare": "pipeline", "PreparedData": "pipeline", "collate_pairs": "collate", "collate_unpaired": "collate",
+            "PairExample": "collate", "UnpairedExample": "collate", "DataFormat": "formats", "BadRow": "formats"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'prefkit.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"prefkit.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

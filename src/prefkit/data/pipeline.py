@@ -1,0 +1,136 @@
+"""`prepare`: rows in, tokenized examples out, with every bad row accounted for before any training starts.
+
+Bad rows either stop the run with one error that lists them all (file, row, field, reason), or are skipped and
+recorded in `run_dir/skipped_rows.jsonl`. The fingerprint names the tokenized examples and the settings that
+made them, so a cache of reference log-probs keyed on it is never reused for different data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefkit.data.collate import PairExample, UnpairedExample
+from prefkit.data.formats import BadRow, DataFormat, Record, detect_format, parse_row
+from prefkit.data.sources import load_rows
+from prefkit.data.tokenize import Encoded, Encoder, RowProblem
+from prefkit.errors import PrefkitError
+
+BAD_ROWS_SHOWN = 20
+FINGERPRINT_VERSION = "prefkit.data/1"  # bump when a tokenization rule changes: old caches become stale
+_ON_BAD_ROWS = ("error", "skip")
+# Per-row events counted in stats (rows, not sequences: a pair whose two sides both mismatch counts once).
+EVENTS = ("truncated", "prefix_mismatch", "template_mismatch", "eos_appended", "double_bos_removed")
+
+
+@dataclass
+class PreparedData:
+    format: DataFormat
+    examples: list[PairExample] | list[UnpairedExample]
+    stats: dict[str, int]
+    fingerprint: str
+    source: str = ""
+    unit: str = "row"                                  # "line" for JSONL sources
+    bad_rows: list[BadRow] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.format.kind
+
+
+def prepare(source, tokenizer, *, split: str = "train", max_length: int | None = 1024,
+            truncation: str = "keep_start", on_bad_rows: str = "error", run_dir=None) -> PreparedData:
+    """Load, detect the format, validate and tokenize `source` (a path or a hub id); see docs/data.md."""
+    if on_bad_rows not in _ON_BAD_ROWS:
+        raise PrefkitError(f"on_bad_rows={on_bad_rows!r}: use one of {', '.join(_ON_BAD_ROWS)}")
+    loaded = load_rows(source, split)
+    fmt = detect_format(loaded.rows, loaded.name)
+    encoder = Encoder(tokenizer, fmt.style, max_length, truncation)
+    examples, bad = [], list(loaded.unreadable)
+    stats = Counter({name: 0 for name in ("rows", "kept", "skipped", "dropped") + EVENTS})
+    stats["rows"] = len(loaded.rows) + len(loaded.unreadable)
+    for number, raw in loaded.rows:
+        record, problems = parse_row(raw, number, fmt)
+        encoded = None
+        if record is not None:
+            try:
+                encoded = encoder.encode(record)
+            except RowProblem as problem:
+                problems = [BadRow(number, problem.field, problem.reason)]
+            else:
+                if encoded is None:
+                    stats["dropped"] += 1
+                    continue
+        if problems:
+            bad.extend(problems)
+            continue
+        stats.update(encoded.events)
+        examples.append(_EXAMPLE_MAKERS[fmt.kind](record, encoded))
+    bad.sort(key=lambda problem: problem.row)
+    stats["skipped"] = len({problem.row for problem in bad})
+    stats["kept"] = len(examples)
+    if bad and on_bad_rows == "error":
+        raise PrefkitError(bad_rows_message(loaded.name, loaded.unit, bad, stats["rows"]))
+    if run_dir is not None:
+        _write_skipped(Path(run_dir), loaded.name, bad)
+    if not examples:
+        raise PrefkitError(f"{loaded.name}: no usable rows left ({dict(stats)})")
+    settings = {"version": FINGERPRINT_VERSION, "format": str(fmt), "max_length": max_length,
+                "truncation": truncation, "eos": tokenizer.eos_token_id, "bos": tokenizer.bos_token_id,
+                "chat_template": getattr(tokenizer, "chat_template", None) if fmt.style == "conversational" else None}
+    return PreparedData(fmt, examples, dict(stats), _fingerprint(settings, examples), loaded.name, loaded.unit, bad)
+
+
+def bad_rows_message(name: str, unit: str, bad: list[BadRow], total: int) -> str:
+    rows = len({problem.row for problem in bad})
+    lines = [f"{name}: {rows} bad row{'s' if rows != 1 else ''} out of {total} (fix them, or pass "
+             f"on_bad_rows='skip' to skip them and record them in skipped_rows.jsonl):"]
+    lines += [f"  {describe(name, unit, problem)}" for problem in bad[:BAD_ROWS_SHOWN]]
+    if len(bad) > BAD_ROWS_SHOWN:
+        lines.append(f"  ... and {len(bad) - BAD_ROWS_SHOWN} more")
+    return "\n".join(lines)
+
+
+def describe(name: str, unit: str, problem: BadRow) -> str:
+    where = f"{name} {unit} {problem.row}"
+    return f"{where}, field '{problem.field}': {problem.reason}" if problem.field else f"{where}: {problem.reason}"
+
+
+def _pair(record: Record, encoded: Encoded) -> PairExample:
+    return PairExample(encoded.prompt_ids, encoded.completions["chosen"], encoded.completions["rejected"],
+                       record.row, record.numbers.get("weight", 1.0), record.numbers.get("score"),
+                       record.numbers.get("margin"))
+
+
+def _unpaired(record: Record, encoded: Encoded) -> UnpairedExample:
+    return UnpairedExample(encoded.prompt_ids, encoded.completions["completion"], record.label, record.row,
+                           record.numbers.get("weight", 1.0), record.numbers.get("score"))
+
+
+_EXAMPLE_MAKERS = {"preference": _pair, "unpaired": _unpaired}
+
+
+def _fingerprint(settings: dict, examples) -> str:
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for example in examples:
+        digest.update(json.dumps(vars(example), sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def _write_skipped(run_dir: Path, name: str, bad: list[BadRow]) -> None:
+    """skipped_rows.jsonl, written whole or not at all (temp file + os.replace), empty when nothing was skipped."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"file": name, "row": p.row, "field": p.field, "reason": p.reason}) + "\n" for p in bad]
+    handle, temp = tempfile.mkstemp(dir=run_dir, prefix=".skipped_rows.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.writelines(lines)
+        os.replace(temp, run_dir / "skipped_rows.jsonl")
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
