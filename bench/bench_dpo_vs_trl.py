@@ -1,0 +1,163 @@
+"""prefkit vs TRL's DPOTrainer on the same DPO work, side by side in one interleaved run.
+
+Same model, data, batch size, steps; fp32; precomputed reference log-probs on both; no gradient checkpointing;
+2 threads. Each run is a fresh subprocess (so peak RSS is its own), alternating prefkit and TRL. Reported:
+median tokens/s (prompt+completion tokens of chosen and rejected over the timed region: model load, data
+preparation, reference precompute and the training steps) and peak RSS, with the prefkit/TRL ratios.
+
+    python bench/bench_dpo_vs_trl.py --sizes tiny,small --repeats 3 --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZES = {  # hidden, layers, heads, vocab
+    "tiny": (64, 2, 4, 512),
+    "small": (512, 8, 8, 4096),
+}
+WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+         "upsilon phi chi psi omega red green blue cyan magenta yellow black white").split()
+
+
+def build(workdir: Path, size: str, rows: int, seed: int = 0) -> tuple[Path, Path]:
+    from prefkit.modeling.tiny import tiny_llama, tiny_tokenizer
+
+    rng = random.Random(seed)
+    hidden, layers, heads, vocab = SIZES[size]
+    corpus = [" ".join(rng.choices(WORDS, k=40)) + f" {i}" for i in range(4000)]
+    tokenizer = tiny_tokenizer(corpus, vocab_size=vocab)
+    model = tiny_llama(len(tokenizer), hidden_size=hidden, layers=layers, heads=heads, tokenizer=tokenizer)
+    model_dir = workdir / f"model-{size}"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    data = workdir / "prefs.jsonl"
+    with data.open("w") as f:
+        for _ in range(rows):
+            f.write(json.dumps({"prompt": " ".join(rng.choices(WORDS, k=rng.randint(20, 60))),
+                                "chosen": " ".join(rng.choices(WORDS, k=rng.randint(20, 60))),
+                                "rejected": " ".join(rng.choices(WORDS, k=rng.randint(20, 60)))}) + "\n")
+    return model_dir, data
+
+
+def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:
+    from prefkit.train.config import load_config
+    from prefkit.train.offline import fit
+
+    config = load_config(None, dict(model=model_dir, data=data, output_dir=out, loss="dpo", max_steps=steps,
+                                    batch_size=batch, learning_rate=1e-5, reference="precomputed",
+                                    cache_dir=out + "/cache", progress=False, logging_steps=steps))
+    start = time.perf_counter()
+    fit(config)
+    return {"seconds": time.perf_counter() - start}
+
+
+def tokens_processed(model_dir: str, data: str, steps: int, batch: int) -> int:
+    """Tokens in the batches of `steps` steps, counted the same way for both trainers (outside the timing)."""
+    from prefkit.data import prepare
+    from prefkit.modeling.load import load_tokenizer
+    from prefkit.train.batches import BatchOrder
+
+    examples = prepare(data, load_tokenizer(model_dir)).examples
+    order = BatchOrder(len(examples), batch, 1, 0, 0)
+    total = 0
+    for m in range(steps):
+        for i in order.indices(m):
+            e = examples[i]
+            total += 2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids)
+    return total
+
+
+def run_trl(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:
+    from datasets import load_dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
+    dataset = load_dataset("json", data_files=data, split="train")
+    args = DPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-5,
+                     precompute_ref_log_probs=True, gradient_checkpointing=False, report_to="none",
+                     logging_steps=steps, save_strategy="no", use_cpu=True, dataloader_num_workers=0,
+                     bf16=False, fp16=False, seed=0)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    return {"seconds": time.perf_counter() - start}
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    runner = run_prefkit if args.child == "prefkit" else run_trl
+    result = runner(args.model_dir, args.data, args.out, args.steps, args.batch)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["tokens"] = tokens_processed(args.model_dir, args.data, args.steps, args.batch)
+    print("RESULT " + json.dumps(result))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--child", choices=["prefkit", "trl"])
+    parser.add_argument("--model-dir", dest="model_dir")
+    parser.add_argument("--data")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    import torch
+    import transformers
+    import trl
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    print(f"machine: nproc={os.cpu_count()} python={sys.version.split()[0]} torch={torch.__version__} "
+          f"transformers={transformers.__version__} trl={trl.__version__} threads={args.threads}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for size in args.sizes.split(","):
+            model_dir, data = build(Path(tmp), size, args.rows)
+            results = {"prefkit": [], "trl": []}
+            for repeat in range(args.repeats):
+                for name in ("prefkit", "trl"):  # interleaved, so drift in machine load hits both
+                    out = f"{tmp}/{size}-{name}-{repeat}"
+                    cmd = [sys.executable, __file__, "--child", name, "--model-dir", str(model_dir), "--data",
+                           str(data), "--out", out, "--steps", str(args.steps), "--batch", str(args.batch),
+                           "--threads", str(args.threads)]
+                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+                    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+                    if proc.returncode or not line:
+                        sys.exit(f"{name} failed:\n{proc.stderr[-3000:]}")
+                    results[name].append(json.loads(line[0][7:]))
+            summary = {}
+            for name, runs in results.items():
+                summary[name] = {"tokens_per_s": statistics.median(r["tokens"] / r["seconds"] for r in runs),
+                                 "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
+                                 "tokens": runs[0]["tokens"], "seconds": [round(r["seconds"], 2) for r in runs]}
+            speed = summary["prefkit"]["tokens_per_s"] / summary["trl"]["tokens_per_s"]
+            memory = summary["prefkit"]["peak_rss_mb"] / summary["trl"]["peak_rss_mb"]
+            print(f"{size}: params={SIZES[size]} batch={args.batch} steps={args.steps}")
+            for name, s in summary.items():
+                print(f"  {name:8s} median tokens/s {s['tokens_per_s']:9.0f}  peak RSS {s['peak_rss_mb']:7.0f} MB  "
+                      f"tokens {s['tokens']}  seconds {s['seconds']}")
+            print(f"  ratio prefkit/TRL: tokens/s {speed:.2f}x, peak RSS {memory:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Reference policies for offline losses: precomputed and cached on disk, a frozen copy (with TR-DPO sync),
+the PEFT base model with the adapter disabled, or none. Each answers one question: the reference log-probs
+of a batch's chosen and rejected completions (or of its unpaired completions)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from prefkit.modeling.logprobs import sequence_logps
+
+Tensor = torch.Tensor
+
+
+class NoReference:
+    """Reference-free losses (SimPO, CPO, ORPO, StaPO's default)."""
+
+    def logps(self, batch: dict[str, Tensor]) -> Tensor | None:
+        return None
+
+
+class FrozenCopy:
+    """A second copy of the initial weights, frozen. `sync` mixes the policy in (TR-DPO, arXiv 2404.09656)."""
+
+    def __init__(self, model, chunk_size: int):
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.chunk_size = chunk_size
+
+    @torch.no_grad()
+    def logps(self, batch: dict[str, Tensor]) -> Tensor:
+        return sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                              self.chunk_size).logps
+
+    @torch.no_grad()
+    def sync(self, policy, alpha: float) -> None:
+        for ref, new in zip(self.model.parameters(), policy.parameters()):
+            ref.mul_(1 - alpha).add_(new.detach(), alpha=alpha)
+
+
+class DisabledAdapter:
+    """With LoRA, the reference is the base model: the adapter switched off, no second copy in memory."""
+
+    def __init__(self, peft_model, chunk_size: int):
+        self.peft_model = peft_model
+        self.chunk_size = chunk_size
+
+    @torch.no_grad()
+    def logps(self, batch: dict[str, Tensor]) -> Tensor:
+        with self.peft_model.disable_adapter():
+            return sequence_logps(self.peft_model, batch["input_ids"], batch["attention_mask"],
+                                  batch["completion_mask"], self.chunk_size).logps
+
+
+class Precomputed:
+    """Reference log-probs of every example, computed once before training and looked up by example index."""
+
+    def __init__(self, table: Tensor, cache_hit: bool, path: Path | None):
+        self.table, self.cache_hit, self.path = table, cache_hit, path
+
+    def logps(self, batch: dict[str, Tensor]) -> Tensor:
+        rows = self.table[batch["index"].cpu()]  # pairs: [B, 2] -> chosen then rejected, as the batch rows
+        return (rows.t().reshape(-1) if rows.dim() == 2 else rows).to(batch["input_ids"].device)
+
+
+def model_fingerprint(name_or_path: str) -> str:
+    """Identifies the weights: file names, sizes and mtimes of a local directory, or the hub id."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return f"hub:{name_or_path}"
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()
+
+
+def cache_path(cache_dir: str | None, *parts: str) -> Path:
+    root = Path(cache_dir or os.environ.get("PREFKIT_CACHE") or Path.home() / ".cache" / "prefkit")
+    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+    return root / "reference" / f"{key}.safetensors"
+
+
+def load_cached(path: Path) -> Tensor | None:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))["logps"] if path.is_file() else None
+    except Exception:  # a damaged cache file is recomputed, never trusted
+        return None
+
+
+def save_cached(path: Path, table: Tensor) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"logps": table.contiguous()}, str(tmp))
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""prefkit.train: the offline loop (`fit`) and, beside it, the self-play loop."""

@@ -1,0 +1,94 @@
+"""From examples to the loss: the deterministic batch order, collation with example indices, the batch
+statistics some losses read (KTO's KL, BCO's reward shift, β-DPO's gap mean), and the loss inputs.
+
+The order depends only on (seed, epoch), so a resumed run and a multi-process run see exactly the batches a
+single uninterrupted run sees: micro-batch m holds the same global examples whatever the number of processes,
+and each process takes its contiguous slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from prefkit.data import collate_pairs, collate_unpaired
+from prefkit.errors import PrefkitError
+from prefkit.losses import bco_reward_shift, kto_kl_estimate
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class BatchOrder:
+    num_examples: int
+    batch_size: int  # per process
+    num_processes: int
+    process_index: int
+    seed: int
+    _perms: dict[int, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.per_epoch == 0:
+            raise PrefkitError(f"the data has {self.num_examples} usable examples, fewer than one global batch "
+                               f"({self.batch_size} x {self.num_processes} processes)")
+
+    @property
+    def per_epoch(self) -> int:  # micro-batches per epoch; the incomplete last one is dropped
+        return self.num_examples // (self.batch_size * self.num_processes)
+
+    def indices(self, micro_step: int) -> list[int]:
+        epoch, position = divmod(micro_step, self.per_epoch)
+        if epoch not in self._perms:
+            self._perms = {epoch: torch.randperm(self.num_examples, generator=torch.Generator().manual_seed(
+                self.seed + epoch))}
+        start = (position * self.num_processes + self.process_index) * self.batch_size
+        return self._perms[epoch][start:start + self.batch_size].tolist()
+
+
+def collate(examples: list, indices: list[int], pad_token_id: int, paired: bool, device) -> dict[str, Tensor]:
+    chosen = [examples[i] for i in indices]
+    batch = collate_pairs(chosen, pad_token_id) if paired else collate_unpaired(chosen, pad_token_id)
+    batch["index"] = torch.tensor(indices)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def mismatched(examples: list, indices: list[int]) -> list:
+    """KTO's KL examples: prompt i with the completion of the next example in data order (fixed, so cacheable)."""
+    return [replace(examples[i], completion_ids=examples[(i + 1) % len(examples)].completion_ids) for i in indices]
+
+
+class BatchStatistics:
+    """Running statistics that losses take as inputs, updated from each training batch."""
+
+    def __init__(self, momentum: float = 0.9):
+        self.reward_shift, self.count = 0.0, 0  # BCO: running mean of implicit rewards
+        self.gap_mean, self.momentum = None, momentum  # β-DPO: EMA of the DPO logit h
+
+    def inputs(self) -> dict[str, float]:
+        return {"reward_shift": self.reward_shift, "gap_mean": self.gap_mean}
+
+    def update(self, rewards: Tensor | None, h: Tensor | None) -> None:
+        if rewards is not None:
+            self.reward_shift, self.count = bco_reward_shift(self.reward_shift, self.count, rewards)
+        if h is not None:
+            mean = h.detach().float().mean().item()
+            self.gap_mean = mean if self.gap_mean is None else self.momentum * self.gap_mean + (1 - self.momentum) * mean
+
+
+def loss_inputs(logps: Tensor, lengths: Tensor, ref: Tensor | None, batch: dict[str, Tensor], paired: bool,
+                kl_pair: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+    """The keyword inputs of `prefkit.losses.evaluate` for one batch of policy (and reference) log-probs."""
+    if paired:
+        chosen, rejected = logps.chunk(2)
+        inputs = dict(chosen_logps=chosen, rejected_logps=rejected, chosen_lengths=lengths.chunk(2)[0],
+                      rejected_lengths=lengths.chunk(2)[1])
+        if ref is not None:
+            inputs.update(ref_chosen_logps=ref.chunk(2)[0], ref_rejected_logps=ref.chunk(2)[1])
+        return inputs
+    inputs = dict(logps=logps, labels=batch["labels"])
+    if ref is not None:
+        inputs["ref_logps"] = ref
+    if kl_pair is not None:
+        inputs["kl"] = kto_kl_estimate(*kl_pair)
+    return inputs

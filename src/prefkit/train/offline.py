@@ -1,0 +1,248 @@
+"""The offline training loop: one `fit` for every offline loss of the catalogue, on accelerate.
+
+Read top to bottom: load data and model, choose the reference, then per optimizer step: micro-batches ->
+policy log-probs -> reference log-probs -> `prefkit.losses.evaluate` -> backward; clip, step, log, evaluate,
+checkpoint. Methods differ only by the loss name and its hyper-parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from prefkit import losses
+from prefkit.data import prepare
+from prefkit.errors import PrefkitError
+from prefkit.modeling.load import load_model, load_tokenizer
+from prefkit.modeling.logprobs import sequence_logps
+from prefkit.modeling import reference as references
+from prefkit.train import checkpoint
+from prefkit.train.batches import BatchOrder, BatchStatistics, collate, loss_inputs, mismatched
+from prefkit.train.config import TrainConfig
+from prefkit.train.model_card import save_final
+from prefkit.train.tracking import Tracker
+
+
+class PolicyLogps(nn.Module):
+    """The policy as the loop sees it: (input_ids, attention_mask, completion_mask) -> summed logps, lengths.
+    Wrapping the log-prob engine in the module keeps the forward inside DDP, so gradients are synchronised."""
+
+    def __init__(self, model, chunk_size: int):
+        super().__init__()
+        self.model, self.chunk_size = model, chunk_size
+
+    def forward(self, input_ids, attention_mask, completion_mask):
+        out = sequence_logps(self.model, input_ids, attention_mask, completion_mask, self.chunk_size)
+        return out.logps, out.lengths
+
+
+def resolve_reference(config: TrainConfig, specs: list[losses.LossSpec]) -> str:
+    if config.reference != "auto":
+        return config.reference
+    needed = any(s.reference == "yes" for s in specs) or bool(config.loss_params.get("reference_based"))
+    if not needed:
+        return "none"
+    if config.lora:
+        return "adapter"
+    return "copy" if config.ref_sync_steps else "precomputed"
+
+
+def fit(config: TrainConfig) -> Path:
+    """Train `config.model` on `config.data` with `config.loss`; returns the directory of the final model."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    # Several processes and no GPU: accelerate only goes multi-CPU (gloo) when told to use the CPU.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=multi_cpu)
+    set_seed(config.seed)
+    output_dir = Path(config.output_dir)
+    main = accelerator.is_main_process
+    names = [config.loss] if isinstance(config.loss, str) else list(config.loss)
+    specs = [losses.get(n) for n in names]
+    paired = specs[0].family != "unpaired"
+    needs_kl = any("kl" in s.inputs for s in specs)
+
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    data_options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows)
+    train = prepare(config.data, tokenizer, split=config.split, run_dir=output_dir if main else None, **data_options)
+    if (train.kind == "preference") != paired:
+        raise PrefkitError(f"loss {names} needs {'preference pairs' if paired else 'unpaired rows'}, but "
+                           f"{config.data} holds {train.kind} data")
+    evaluation = prepare(config.eval_data, tokenizer, split=config.eval_split, **data_options) if config.eval_data \
+        else None
+
+    model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code, lora=config.lora,
+                       load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing)
+    model.to(accelerator.device)
+    mode = resolve_reference(config, specs)
+    order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
+                       accelerator.process_index, config.seed)
+    build = _REFERENCES[mode]
+    reference = build(model, train, config, tokenizer, accelerator, paired, needs_kl)
+    eval_reference = build(model, evaluation, config, tokenizer, accelerator, paired, needs_kl) if (
+        evaluation and mode == "precomputed") else reference  # computed now, while the weights are the reference
+
+    policy = PolicyLogps(model, config.logprob_chunk_size)
+    optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
+    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+    scheduler = get_scheduler(config.schedule if config.schedule != "constant" else "constant_with_warmup",
+                              optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+
+    state = checkpoint.TrainerState()
+    previous = checkpoint.checkpoints(output_dir) if config.resume else []
+    if previous:
+        state = checkpoint.load(accelerator, previous[-1])
+        accelerator.print(f"resumed from {previous[-1]} at step {state.step}")
+    tracker = Tracker(output_dir, config.report_to, asdict(config), enabled=main)
+    if main and isinstance(reference, references.Precomputed):
+        tracker.log(state.step, {"reference/cache_hit": float(reference.cache_hit)})
+        print(f"reference log-probs: {'cache hit' if reference.cache_hit else 'computed and cached'} "
+              f"({reference.path})")
+
+    statistics = BatchStatistics()
+    params = [p for p in policy.parameters() if p.requires_grad]
+    progress = _progress(total_steps, state.step, enabled=main and config.progress)
+    window: dict[str, float] = {}
+    window_tokens, window_start = 0, time.perf_counter()
+    while state.step < total_steps:
+        step_metrics: dict[str, float] = {}
+        for micro in range(config.grad_accum):
+            indices = order.indices(state.step * config.grad_accum + micro)
+            batch = collate(train.examples, indices, tokenizer.pad_token_id, paired, accelerator.device)
+            sync = micro == config.grad_accum - 1
+            with (contextlib.nullcontext() if sync else accelerator.no_sync(policy)), accelerator.autocast():
+                loss, metrics = _batch_loss(policy, reference, batch, train.examples, indices, tokenizer,
+                                            config, names, statistics, paired, needs_kl)
+                accelerator.backward(loss / config.grad_accum)
+            for key, value in metrics.items():
+                step_metrics[key] = step_metrics.get(key, 0.0) + value / config.grad_accum
+            window_tokens += int(batch["attention_mask"].sum())
+        grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        if config.ref_sync_steps and state.step % config.ref_sync_steps == 0:
+            reference.sync(accelerator.unwrap_model(policy).model, config.ref_mixup_alpha)
+        step_metrics.update(grad_norm=float(grad_norm), learning_rate=scheduler.get_last_lr()[0])
+        for key, value in step_metrics.items():
+            window[key] = window.get(key, 0.0) + value
+        progress.update(1)
+
+        if state.step % config.logging_steps == 0 or state.step == total_steps:
+            steps = config.logging_steps if state.step % config.logging_steps == 0 else state.step % config.logging_steps
+            logged = _reduce(accelerator, {k: v / steps for k, v in window.items()})
+            elapsed = time.perf_counter() - window_start
+            logged["tokens_per_second"] = accelerator.reduce(torch.tensor(float(window_tokens),
+                                                                          device=accelerator.device)).item() / elapsed
+            logged["epoch"] = state.step * config.grad_accum / order.per_epoch
+            tracker.log(state.step, logged)
+            progress.set_postfix(loss=f"{logged['loss']:.4f}")
+            window, window_tokens, window_start = {}, 0, time.perf_counter()
+        if evaluation and config.eval_steps and (state.step % config.eval_steps == 0 or state.step == total_steps):
+            tracker.log(state.step, _evaluate(policy, eval_reference, evaluation, tokenizer, config, names, statistics,
+                                              paired, needs_kl, accelerator))
+        if config.save_steps and state.step % config.save_steps == 0:
+            checkpoint.save(accelerator, output_dir, state, config.keep_checkpoints)
+    progress.close()
+    tracker.close()
+    final = output_dir / "final"
+    if main:
+        save_final(accelerator.unwrap_model(policy).model, tokenizer, final, config, train,
+                   metrics=_last_metrics(output_dir))
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _batch_loss(policy, reference, batch, examples, indices, tokenizer, config, names, statistics, paired, needs_kl):
+    logps, lengths = policy(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    kl_pair = None
+    if needs_kl:  # KTO's reference point: log-ratio on mismatched (prompt, completion) pairs, no gradient
+        other = collate(mismatched(examples, indices), range(len(indices)), tokenizer.pad_token_id, False,
+                        batch["input_ids"].device)
+        other["index"] = batch["index"] + len(examples)
+        with torch.no_grad():
+            kl_pair = (policy(other["input_ids"], other["attention_mask"], other["completion_mask"])[0],
+                       reference.logps(other))
+    inputs = loss_inputs(logps, lengths, reference.logps(batch), batch, paired, kl_pair)
+    result = losses.evaluate(names if len(names) > 1 else names[0], weights=config.loss_weights,
+                             **inputs, **statistics.inputs(), **config.loss_params)
+    loss = (result.losses * batch["weights"]).mean()
+    if "ref_chosen_logps" in inputs:
+        h = (inputs["chosen_logps"] - inputs["ref_chosen_logps"]) - (inputs["rejected_logps"]
+                                                                     - inputs["ref_rejected_logps"])
+        rewards = torch.cat([inputs["chosen_logps"] - inputs["ref_chosen_logps"],
+                             inputs["rejected_logps"] - inputs["ref_rejected_logps"]])
+        statistics.update(config.loss_params.get("beta", 0.1) * rewards, h)
+    metrics = {"loss": loss.item(), **{k: v.item() for k, v in result.metrics.items()}}
+    return loss, metrics
+
+
+@torch.no_grad()
+def _evaluate(policy, reference, evaluation, tokenizer, config, names, statistics, paired, needs_kl, accelerator):
+    order = BatchOrder(len(evaluation.examples), config.batch_size, accelerator.num_processes,
+                       accelerator.process_index, config.seed)
+    totals: dict[str, float] = {}
+    for m in range(order.per_epoch):
+        indices = list(range(m * config.batch_size, (m + 1) * config.batch_size))  # fixed order for evaluation
+        batch = collate(evaluation.examples, indices, tokenizer.pad_token_id, paired, accelerator.device)
+        _, metrics = _batch_loss(policy, reference, batch, evaluation.examples, indices, tokenizer, config,
+                                 names, BatchStatistics(), paired, needs_kl)
+        for key, value in metrics.items():
+            totals[key] = totals.get(key, 0.0) + value / order.per_epoch
+    return {f"eval/{k}": v for k, v in _reduce(accelerator, totals).items()}
+
+
+def _reduce(accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), "mean")
+    return dict(zip(keys, values.tolist()))
+
+
+def _adapter_reference(model, data, config, *_):
+    if not config.lora:
+        raise PrefkitError("config: reference: adapter needs a LoRA adapter (set lora: {r: 16})")
+    return references.DisabledAdapter(model, config.logprob_chunk_size)
+
+
+def _precomputed_reference(*args):
+    from prefkit.train.precompute import precompute_reference
+
+    return precompute_reference(*args)
+
+
+# reference mode -> builder(model, data, config, tokenizer, accelerator, paired, needs_kl)
+_REFERENCES = {
+    "none": lambda *_: references.NoReference(),
+    "copy": lambda model, data, config, *_: references.FrozenCopy(model, config.logprob_chunk_size),
+    "adapter": _adapter_reference,
+    "precomputed": _precomputed_reference,
+}
+
+
+def _progress(total: int, done: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _last_metrics(output_dir: Path) -> dict:
+    from prefkit.train.tracking import read_metrics
+
+    records = [r for r in read_metrics(output_dir) if "loss" in r]
+    return records[-1] if records else {}

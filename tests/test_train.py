@@ -1,0 +1,160 @@
+"""The offline trainer end to end on a tiny local Llama: step-0 loss, reference modes and cache, resume,
+final model format, config errors."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from prefkit.cli import main
+from prefkit.train import checkpoint
+from prefkit.train.config import load_config
+from prefkit.train.offline import fit
+from prefkit.train.tracking import read_metrics
+from train_fixtures import write_preferences, write_tiny_model, write_unpaired
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    return {"model": str(write_tiny_model(root / "model")), "data": str(write_preferences(root / "prefs.jsonl")),
+            "unpaired": str(write_unpaired(root / "unpaired.jsonl")), "cache": str(root / "cache")}
+
+
+def config(workspace, out, **overrides):
+    values = dict(model=workspace["model"], data=workspace["data"], output_dir=str(out), loss="dpo",
+                  batch_size=4, max_steps=2, learning_rate=1e-3, logging_steps=1, cache_dir=workspace["cache"],
+                  progress=False)
+    values.update(overrides)
+    flags = {k: v for k, v in values.items() if not isinstance(v, (dict, list))}
+    extra = [f"{k}={json.dumps(v)}" for k, v in values.items() if isinstance(v, (dict, list))]
+    return load_config(None, flags, extra)
+
+
+def weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+def test_dpo_starts_at_ln2_and_the_reference_cache_is_reused(workspace, tmp_path):
+    fit(config(workspace, tmp_path / "a", cache_dir=str(tmp_path / "cache")))
+    first = read_metrics(tmp_path / "a")
+    assert first[0] == {"step": 0, "reference/cache_hit": 0.0}
+    assert first[1]["loss"] == pytest.approx(0.693147, abs=1e-5)  # policy = reference at step 0
+    assert first[1]["rewards/margins"] == pytest.approx(0.0, abs=1e-6)
+    fit(config(workspace, tmp_path / "b", cache_dir=str(tmp_path / "cache")))
+    assert read_metrics(tmp_path / "b")[0]["reference/cache_hit"] == 1.0
+
+
+def test_final_model_loads_in_transformers_with_a_model_card(workspace, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    final = fit(config(workspace, tmp_path, loss="stapo", max_steps=1))
+    model = AutoModelForCausalLM.from_pretrained(final)
+    assert model.config.vocab_size == len(AutoTokenizer.from_pretrained(final))
+    card = (final / "README.md").read_text()
+    assert "stapo" in card and "right_margin" in card and "prefs.jsonl" in card
+    assert "stapo/inside" in read_metrics(tmp_path)[-1]
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_resume_continues_exactly_where_it_stopped(workspace, tmp_path, monkeypatch):
+    fit(config(workspace, tmp_path / "once", max_steps=4, save_steps=2))
+    real_save = checkpoint.save
+
+    def save_then_die(accelerator, output_dir, state, keep):  # the run is killed right after its step-2 save
+        real_save(accelerator, output_dir, state, keep)
+        raise Interrupted
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Interrupted):
+        fit(config(workspace, tmp_path / "twice", max_steps=4, save_steps=2))
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    fit(config(workspace, tmp_path / "twice", max_steps=4, save_steps=2, resume=True))
+    once, twice = weights(tmp_path / "once" / "final"), weights(tmp_path / "twice" / "final")
+    assert once.keys() == twice.keys()
+    for key in once:
+        assert torch.equal(once[key], twice[key]), key
+    steps = [r["step"] for r in read_metrics(tmp_path / "twice") if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_checkpoints_keep_the_last_k(workspace, tmp_path):
+    fit(config(workspace, tmp_path, max_steps=3, save_steps=1, keep_checkpoints=2))
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step-00000002", "step-00000003"]
+
+
+def test_lora_reference_is_the_disabled_adapter_not_a_copy(workspace, tmp_path, monkeypatch):
+    real_deepcopy = copy.deepcopy
+
+    def no_model_copies(obj, *args, **kwargs):
+        if isinstance(obj, torch.nn.Module):
+            raise AssertionError("a second copy of the model was made")
+        return real_deepcopy(obj, *args, **kwargs)
+
+    monkeypatch.setattr(copy, "deepcopy", no_model_copies)
+    fit(config(workspace, tmp_path, lora={"r": 4, "alpha": 8}, max_steps=1))
+    assert read_metrics(tmp_path)[0]["loss"] == pytest.approx(0.693147, abs=1e-5)
+    assert (tmp_path / "final" / "adapter_config.json").is_file()
+
+
+def test_frozen_copy_with_trust_region_sync(workspace, tmp_path):
+    fit(config(workspace, tmp_path, reference="copy", ref_sync_steps=1, ref_mixup_alpha=1.0, max_steps=2))
+    records = [r for r in read_metrics(tmp_path) if "loss" in r]
+    # with α = 1 the reference is the policy after every step, so the next step starts again at ln 2
+    assert records[1]["loss"] == pytest.approx(0.693147, abs=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["kto", "bco"])
+def test_unpaired_losses_train(workspace, tmp_path, loss):
+    fit(config(workspace, tmp_path, data=workspace["unpaired"], loss=loss))
+    record = [r for r in read_metrics(tmp_path) if "loss" in r][0]
+    assert record["loss"] == pytest.approx(0.5 if loss == "kto" else 0.693147, abs=1e-5)
+
+
+def test_mixture_from_the_command_line(workspace, tmp_path, capsys):
+    code = main(["train", "--model", workspace["model"], "--data", workspace["data"], "--loss", "dpo+sft",
+                 "--output-dir", str(tmp_path), "--max-steps", "1", "batch_size=4", "loss_weights=[1.0, 0.1]",
+                 f"cache_dir={workspace['cache']}", "progress=false"])
+    assert code == 0
+    assert "loss/sft" in read_metrics(tmp_path)[-1]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["learning_rat=1e-3"], "unknown key 'learning_rat'; did you mean 'learning_rate'"),
+    (["loss_params.betta=0.1"], "betta"),
+    (["--loss", "dpoo"], "unknown loss 'dpoo'"),
+    (["reference=sideways"], "reference"),
+])
+def test_config_errors_are_one_clear_line(workspace, tmp_path, capsys, args, message):
+    base = ["train", "--model", workspace["model"], "--data", workspace["data"], "--output-dir", str(tmp_path)]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_two_process_launch_matches_one_process_with_the_same_global_batch(workspace, tmp_path):
+    import subprocess
+    import sys
+
+    common = ["--model", workspace["model"], "--data", workspace["data"], "--loss", "dpo", "--max-steps", "2",
+              "learning_rate=1e-3", f"cache_dir={tmp_path / 'cache'}", "progress=false"]
+    one = [sys.executable, "-m", "prefkit.cli", "train", "--output-dir", str(tmp_path / "one"), *common,
+           "batch_size=4"]
+    two = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m", "prefkit.cli",
+           "train", "--output-dir", str(tmp_path / "two"), *common, "batch_size=2"]
+    for command in (one, two):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a, b = weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final")
+    initial = weights(__import__("pathlib").Path(workspace["model"]))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert any(not torch.allclose(a[k], initial[k].float()) for k in a)  # both actually trained

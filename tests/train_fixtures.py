@@ -1,0 +1,38 @@
+"""A tiny saved model + tokenizer and small preference / unpaired data sets, built locally for trainer tests."""
+
+import json
+import random
+from pathlib import Path
+
+WORDS = "red green blue cat dog fish sun moon star tree rock sand".split()
+
+
+def write_tiny_model(directory: Path) -> Path:
+    from prefkit.modeling.tiny import tiny_llama, tiny_tokenizer
+
+    corpus = [" ".join(random.Random(i).choices(WORDS, k=8)) for i in range(200)]
+    tokenizer = tiny_tokenizer(corpus, vocab_size=128)
+    model = tiny_llama(len(tokenizer), hidden_size=32, tokenizer=tokenizer)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def write_preferences(path: Path, n: int = 16, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        prompt = "say " + " ".join(rng.choices(WORDS, k=2))
+        chosen = " ".join(rng.choices(WORDS, k=rng.randint(2, 4)))
+        rejected = " ".join(rng.choices(WORDS, k=rng.randint(2, 4)))
+        rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected + " x"})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+def write_unpaired(path: Path, n: int = 16, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    rows = [{"prompt": "say " + rng.choice(WORDS), "completion": " ".join(rng.choices(WORDS, k=3)),
+             "label": i % 2 == 0} for i in range(n)]
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
