@@ -158,3 +158,21 @@ def test_two_process_launch_matches_one_process_with_the_same_global_batch(works
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     assert any(not torch.allclose(a[k], initial[k].float()) for k in a)  # both actually trained
+
+
+def test_evaluation_runs_on_the_eval_split_with_its_own_reference(workspace, tmp_path):
+    fit(config(workspace, tmp_path, eval_data=workspace["data"], eval_steps=1, max_steps=2))
+    evals = [r for r in read_metrics(tmp_path) if "eval/loss" in r]
+    assert [r["step"] for r in evals] == [1, 2]
+    assert evals[0]["eval/rewards/accuracies"] >= 0.0 and "eval/contrastive_logit" in evals[0]
+
+
+def test_bad_rows_are_skipped_and_recorded_in_the_run_directory(workspace, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    lines = open(workspace["data"]).read().splitlines()
+    data.write_text("\n".join(lines + ['{"prompt": "hi", "chosen": "same", "rejected": "same"}']) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl"):
+        fit(config(workspace, tmp_path / "strict", data=str(data), max_steps=1))
+    fit(config(workspace, tmp_path / "lenient", data=str(data), max_steps=1, on_bad_rows="skip"))
+    skipped = (tmp_path / "lenient" / "skipped_rows.jsonl").read_text().splitlines()
+    assert len(skipped) == 1 and json.loads(skipped[0])["row"] == len(lines) + 1
