@@ -5,7 +5,7 @@ Same model, data, batch size, steps; fp32; precomputed reference log-probs on bo
 median tokens/s (prompt+completion tokens of chosen and rejected over the timed region: model load, data
 preparation, reference precompute and the training steps) and peak RSS, with the prefkit/TRL ratios.
 
-    python bench/bench_dpo_vs_trl.py --sizes tiny,small --repeats 3 --steps 20
+    python bench/bench_dpo_vs_trl.py --sizes tiny,small --repeats 3 --steps 25 --rows 200
 """
 
 from __future__ import annotations
@@ -79,14 +79,15 @@ def tokens_processed(model_dir: str, data: str, steps: int, batch: int) -> int:
 
 
 def run_trl(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:
-    from datasets import load_dataset
+    import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
+    datasets.disable_caching()  # else a repeat run reuses the tokenized data and reference log-probs of the last
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
-    dataset = load_dataset("json", data_files=data, split="train")
+    dataset = datasets.load_dataset("json", data_files=data, split="train")
     args = DPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-5,
                      precompute_ref_log_probs=True, gradient_checkpointing=False, report_to="none",
                      logging_steps=steps, save_strategy="no", use_cpu=True, dataloader_num_workers=0,
@@ -111,9 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--rows", type=int, default=400)
+    parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--child", choices=["prefkit", "trl"])
     parser.add_argument("--model-dir", dest="model_dir")
