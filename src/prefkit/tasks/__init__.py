@@ -1,0 +1,26 @@
+"""Bundled synthetic preference task with a ground-truth oracle, small enough to train on a CPU in seconds.
+
+Sorting prompts (`sort: 3 1 2`) have transitive, Bradley-Terry preferences; picking prompts
+(`pick: rock paper scissors`) have cyclic ones with a unique, full-support Nash equilibrium; malformed responses
+lose to well-formed ones. Each prompt has a finite canonical response set, so a model's distribution over it, and
+its exact duality gap, follow from sequence log-probs. See docs/task.md.
+
+    >>> from prefkit.tasks import SyntheticTask, reference_model, exact_gap
+    >>> task = SyntheticTask()
+    >>> model, tokenizer = reference_model(task, seed=0)        # tiny Llama pre-trained on the SFT data, ~1 min
+    >>> exact_gap(model, tokenizer, task, "pick: rock paper scissors")   # 0.44 after pre-training
+"""
+
+from prefkit.tasks.families import CYCLIC_GAMES, MALFORMED_LOSS, REFERENCE_MALFORMED, CyclicGame, PromptSpec
+from prefkit.tasks.offline import label_pairs, preference_rows, unpaired_rows, write_jsonl
+from prefkit.tasks.policy import (canonical_distribution, canonical_distributions, completion_logps, completion_nll,
+                                  encode_completion, encode_prompt, exact_gap, exact_gaps, pretrain, reference_model,
+                                  sample_responses)
+from prefkit.tasks.synthetic import KINDS, OracleJudge, SyntheticTask, as_row
+
+__all__ = [
+    "CYCLIC_GAMES", "KINDS", "MALFORMED_LOSS", "REFERENCE_MALFORMED", "CyclicGame", "OracleJudge", "PromptSpec",
+    "SyntheticTask", "as_row", "canonical_distribution", "canonical_distributions", "completion_logps",
+    "completion_nll", "encode_completion", "encode_prompt", "exact_gap", "exact_gaps", "label_pairs", "pretrain",
+    "preference_rows", "reference_model", "sample_responses", "unpaired_rows", "write_jsonl",
+]

@@ -1,0 +1,173 @@
+"""The task played by a language model: chat-template encoding, supervised pre-training of the reference policy,
+sampling, and the model's exact distribution over each prompt's canonical responses, hence its exact duality gap.
+
+A prompt is rendered with the tokenizer's chat template (user turn, then the generation prompt) and a response is
+its tokens plus the end-of-turn token, so log π(response | prompt) is the probability that the model says exactly
+that and stops, the same quantity the offline and self-play losses use.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from prefkit.errors import PrefkitError
+from prefkit.modeling.logprobs import sequence_logps
+
+
+def encode_prompt(tokenizer, prompt) -> list[int]:
+    """Token ids of the chat-templated prompt, ending with the generation prompt. `prompt` is the user message
+    (a string) or a conversational list of {"role", "content"} messages."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def encode_completion(tokenizer, response) -> list[int]:
+    """Token ids of the response followed by the end-of-turn (EOS) token; conversational responses too."""
+    if not isinstance(response, str):
+        response = response[-1]["content"]
+    return tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device=None) -> dict:
+    """Right-padded input_ids, attention_mask and completion_mask from (prompt ids, completion ids) pairs."""
+    width = max(len(p) + len(c) for p, c in pairs)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    completion = torch.zeros_like(ids)
+    for row, (p, c) in enumerate(pairs):
+        ids[row, :len(p) + len(c)] = torch.tensor(p + c)
+        attention[row, :len(p) + len(c)] = 1
+        completion[row, len(p):len(p) + len(c)] = 1
+    return {k: v.to(device) for k, v in
+            (("input_ids", ids), ("attention_mask", attention), ("completion_mask", completion))}
+
+
+def completion_logps(model, tokenizer, prompts: Sequence, responses: Sequence) -> torch.Tensor:
+    """log π(response + EOS | prompt) for each (prompt, response) pair, shape [B]."""
+    pairs = [(encode_prompt(tokenizer, p), encode_completion(tokenizer, r)) for p, r in zip(prompts, responses)]
+    batch = collate(pairs, tokenizer.pad_token_id, model.device)
+    return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).logps
+
+
+def _rows_to_pairs(tokenizer, rows: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
+    try:
+        return [(encode_prompt(tokenizer, row["prompt"]), encode_completion(tokenizer, row["completion"]))
+                for row in rows]
+    except (KeyError, TypeError, IndexError) as error:
+        raise PrefkitError(f"pre-training rows need 'prompt' and 'completion' fields; a row failed with {error!r}")
+
+
+def completion_nll(model, tokenizer, rows: Sequence[dict], batch_size: int = 256) -> float:
+    """Mean per-token negative log-likelihood of the rows' completions (EOS included): the pre-training loss."""
+    pairs = _rows_to_pairs(tokenizer, rows)
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            batch = collate(pairs[start:start + batch_size], tokenizer.pad_token_id, model.device)
+            out = sequence_logps(model, **batch)
+            total, tokens = total - out.logps.sum().item(), tokens + int(out.lengths.sum().item())
+    return total / max(tokens, 1)
+
+
+def pretrain(model, tokenizer, rows: Sequence[dict], *, steps: int = 1500, batch_size: int = 64, lr: float = 3e-3,
+             seed: int = 0, progress: Callable[[int, float], None] | None = None):
+    """Supervised fine-tuning on `rows` ({"prompt", "completion"}): next-token loss on completion tokens only.
+
+    AdamW with a linear warm-up over the first 5% of steps and linear decay to zero; batches are drawn with a
+    generator seeded by `seed`, so the result is deterministic. `progress(step, loss)` is called after each step.
+    Returns the model, in eval mode.
+    """
+    if steps < 1 or batch_size < 1 or not rows:
+        raise PrefkitError(f"pretrain needs steps >= 1, batch_size >= 1 and some rows; got {steps}, {batch_size}, "
+                           f"{len(rows)} rows")
+    pairs = _rows_to_pairs(tokenizer, rows)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    model.train()
+    for step in range(steps):
+        picks = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
+        out = sequence_logps(model, **collate([pairs[i] for i in picks], tokenizer.pad_token_id, model.device))
+        loss = -out.logps.sum() / out.lengths.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        if progress is not None:
+            progress(step, loss.item())
+    return model.eval()
+
+
+def reference_model(task, *, seed: int = 0, rows: int = 16384, steps: int = 1500, batch_size: int = 64,
+                    lr: float = 3e-3, progress: Callable[[int, float], None] | None = None):
+    """The task's tiny model pre-trained on its SFT data: (model, tokenizer), the reference policy of the demo.
+    With the defaults this takes about a minute on 2 CPU cores (docs/task.md); everything derives from `seed`."""
+    tokenizer, model = task.tokenizer(), task.model(seed=seed)
+    pretrain(model, tokenizer, task.sft_rows(rows, seed=seed), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+             progress=progress)
+    return model, tokenizer
+
+
+@torch.no_grad()
+def sample_responses(model, tokenizer, prompts: Sequence, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
+                     max_new_tokens: int = 8) -> list[list[str]]:
+    """n sampled responses per prompt, decoded up to the first EOS (other special tokens are kept in the text, so
+    a response that emits one is malformed). Seeded without touching the global torch RNG."""
+    encoded = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
+    width = max(len(ids) for ids in encoded)
+    pad = tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=model.device)  # left padding
+    attention = (torch.arange(width)[None, :] >= torch.tensor([width - len(e) for e in encoded])[:, None]).long()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = model.generate(input_ids=ids, attention_mask=attention.to(model.device), do_sample=True,
+                             temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+    texts = []
+    for row in out[:, width:].tolist():
+        if tokenizer.eos_token_id in row:
+            row = row[:row.index(tokenizer.eos_token_id)]
+        texts.append(tokenizer.decode(row, skip_special_tokens=False))
+    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+@torch.no_grad()
+def canonical_distributions(model, tokenizer, task, prompts: Sequence[str]) -> list[tuple[np.ndarray, float]]:
+    """For each prompt: the model's probabilities over task.canonical(prompt), renormalised to sum to 1, and the
+    mass outside the canonical set, 1 - Σ π(y | prompt) over canonical y, in [0, 1].
+
+    One forward pass over every (prompt, canonical response) pair. The mass outside counts malformed responses
+    and also other token sequences that spell a canonical string (rare after pre-training)."""
+    pairs = [(p, r) for p in prompts for r in task.canonical(p)]
+    logps = completion_logps(model, tokenizer, [p for p, _ in pairs], [r for _, r in pairs]).double().cpu()
+    results, start = [], 0
+    for p in prompts:
+        chunk = logps[start:start + len(task.canonical(p))]
+        start += len(chunk)
+        total = torch.logsumexp(chunk, 0)
+        results.append(((chunk - total).exp().numpy(), float(min(1.0, max(0.0, -torch.expm1(total).item())))))
+    return results
+
+
+def canonical_distribution(model, tokenizer, task, prompt: str) -> tuple[np.ndarray, float]:
+    """The model's renormalised distribution over task.canonical(prompt), and the mass outside the set."""
+    return canonical_distributions(model, tokenizer, task, [prompt])[0]
+
+
+def exact_gaps(model, tokenizer, task, prompts: Sequence[str]) -> np.ndarray:
+    """Duality gap DG(π) = 2 max_y P(y beats π) - 1 of the model's renormalised canonical distribution, per prompt."""
+    from prefkit.games import duality_gap
+    return np.array([float(duality_gap(task.preference_matrix(p), probs))
+                     for p, (probs, _) in zip(prompts, canonical_distributions(model, tokenizer, task, prompts))])
+
+
+def exact_gap(model, tokenizer, task, prompt: str) -> float:
+    """Exact duality gap of the model's renormalised distribution over task.canonical(prompt)."""
+    return float(exact_gaps(model, tokenizer, task, [prompt])[0])
