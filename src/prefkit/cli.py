@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "prefkit.losses.cli",
     "prefkit.train.cli",
     "prefkit.data.cli",
+    "prefkit.tasks.cli",
     "prefkit.games.cli",
 )
 

@@ -1,0 +1,33 @@
+"""Every config in configs/ validates, and runs as it is on the files `prefkit task export` writes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from prefkit.cli import main
+from prefkit.train.config import load_config
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+def test_there_is_a_config_per_family():
+    assert {p.stem for p in CONFIGS} >= {"dpo", "ipo", "simpo", "stapo", "kto", "bco", "orpo", "rpo", "npo"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_validates(path):
+    assert load_config(str(path)).model == "runs/task/reference"
+
+
+@pytest.mark.slow
+def test_task_export_feeds_the_configs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["task", "export", "runs/task", "--steps", "5"]) == 0
+    for name in ("preferences.jsonl", "unpaired.jsonl", "forget.jsonl", "preferences_eval.jsonl"):
+        assert (tmp_path / "runs" / "task" / name).stat().st_size > 0
+    for config in ("stapo", "kto"):
+        assert main(["train", "--config", str(CONFIGS[0].parent / f"{config}.yaml"), "max_steps=1",
+                     "progress=false", "save_steps=null"]) == 0
+        record = json.loads((tmp_path / "runs" / config / "metrics.jsonl").read_text().splitlines()[-1])
+        assert record["step"] == 1 and record["loss"] > 0
