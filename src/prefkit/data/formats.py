@@ -25,7 +25,7 @@ from prefkit.errors import PrefkitError
 COMPLETION_FIELDS = {"preference": ("chosen", "rejected"), "unpaired": ("completion",)}
 # Columns a kind cannot do without (the prompt is optional only for preference data: then it is implicit).
 REQUIRED_COLUMNS = {"preference": ("chosen", "rejected"), "unpaired": ("prompt", "completion", "label")}
-NUMBER_FIELDS = ("score", "margin", "weight")
+NUMBER_FIELDS = {"score": None, "margin": None, "weight": 0.0}  # optional numeric fields and their minimum
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,9 @@ def parse_row(raw: object, row: int, fmt: DataFormat) -> tuple[Record | None, li
     if fmt.kind == "unpaired" and not isinstance(label, bool):
         problems.append(BadRow(row, "label", "missing" if label is None else f"expected true or false, got {label!r}"))
     numbers = {}
-    for name in NUMBER_FIELDS:
+    for name, minimum in NUMBER_FIELDS.items():
         value = raw.get(name)
-        reason = _check_number(name, value)
+        reason = _check_number(name, value, minimum)
         if reason:
             problems.append(BadRow(row, name, reason))
         elif value is not None:
@@ -166,15 +166,15 @@ def _is_empty(value) -> bool:
     return not any(message["content"].strip() for message in value)
 
 
-def _check_number(name: str, value) -> str | None:
+def _check_number(name: str, value, minimum: float | None) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return f"expected a number, got {value!r:.40}"
     if not math.isfinite(value):
         return f"not a finite number: {value}"
-    if name == "weight" and value < 0:
-        return f"weight must be >= 0, got {value}"
+    if minimum is not None and value < minimum:
+        return f"{name} must be >= {minimum:g}, got {value}"
     return None
 
 
