@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from prefkit.modeling.logprobs import sequence_logps
+from prefkit.modeling.logprobs import batch_logps
 
 Tensor = torch.Tensor
 
@@ -27,14 +27,13 @@ class NoReference:
 class FrozenCopy:
     """A second copy of the initial weights, frozen. `sync` mixes the policy in (TR-DPO, arXiv 2404.09656)."""
 
-    def __init__(self, model, chunk_size: int):
+    def __init__(self, model, chunk_size: int, share_prompt: bool = False):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.chunk_size = chunk_size
+        self.chunk_size, self.share_prompt = chunk_size, share_prompt
 
     @torch.no_grad()
     def logps(self, batch: dict[str, Tensor]) -> Tensor:
-        return sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-                              self.chunk_size).logps
+        return batch_logps(self.model, batch, self.chunk_size, self.share_prompt).logps
 
     @torch.no_grad()
     def sync(self, policy, alpha: float) -> None:
@@ -45,15 +44,14 @@ class FrozenCopy:
 class DisabledAdapter:
     """With LoRA, the reference is the base model: the adapter switched off, no second copy in memory."""
 
-    def __init__(self, peft_model, chunk_size: int):
+    def __init__(self, peft_model, chunk_size: int, share_prompt: bool = False):
         self.peft_model = peft_model
-        self.chunk_size = chunk_size
+        self.chunk_size, self.share_prompt = chunk_size, share_prompt
 
     @torch.no_grad()
     def logps(self, batch: dict[str, Tensor]) -> Tensor:
         with self.peft_model.disable_adapter():
-            return sequence_logps(self.peft_model, batch["input_ids"], batch["attention_mask"],
-                                  batch["completion_mask"], self.chunk_size).logps
+            return batch_logps(self.peft_model, batch, self.chunk_size, self.share_prompt).logps
 
 
 class Precomputed:

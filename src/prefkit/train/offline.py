@@ -21,7 +21,7 @@ from prefkit import losses
 from prefkit.data import prepare
 from prefkit.errors import PrefkitError
 from prefkit.modeling.load import load_model, load_tokenizer
-from prefkit.modeling.logprobs import sequence_logps
+from prefkit.modeling.logprobs import batch_logps
 from prefkit.modeling import reference as references
 from prefkit.train import checkpoint
 from prefkit.train.batches import BatchOrder, BatchStatistics, collate, loss_inputs, mismatched
@@ -31,16 +31,21 @@ from prefkit.train.tracking import Tracker
 
 
 class PolicyLogps(nn.Module):
-    """The policy as the loop sees it: (input_ids, attention_mask, completion_mask) -> summed logps, lengths.
-    Wrapping the log-prob engine in the module keeps the forward inside DDP, so gradients are synchronised."""
+    """The policy as the loop sees it: a collated batch -> summed completion logps, lengths. Wrapping the
+    log-prob engine in the module keeps the forward inside DDP, so gradients are synchronised."""
 
-    def __init__(self, model, chunk_size: int):
+    def __init__(self, model, chunk_size: int, share_prompt: bool):
         super().__init__()
-        self.model, self.chunk_size = model, chunk_size
+        self.model, self.chunk_size, self.share_prompt = model, chunk_size, share_prompt
 
-    def forward(self, input_ids, attention_mask, completion_mask):
-        out = sequence_logps(self.model, input_ids, attention_mask, completion_mask, self.chunk_size)
+    def forward(self, batch):
+        out = batch_logps(self.model, batch, self.chunk_size, self.share_prompt)
         return out.logps, out.lengths
+
+
+def share_prompt(config: TrainConfig) -> bool:
+    """Run each pair's prompt once (see `shared_prompt_logps`); activation checkpointing drops the KV cache it uses."""
+    return config.share_prompt and not config.gradient_checkpointing
 
 
 def resolve_reference(config: TrainConfig, specs: list[losses.LossSpec]) -> str:
@@ -91,7 +96,7 @@ def fit(config: TrainConfig) -> Path:
     eval_reference = build(model, evaluation, config, tokenizer, accelerator, paired, needs_kl) if (
         evaluation and mode == "precomputed") else reference  # computed now, while the weights are the reference
 
-    policy = PolicyLogps(model, config.logprob_chunk_size)
+    policy = PolicyLogps(model, config.logprob_chunk_size, share_prompt(config))
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
@@ -168,15 +173,14 @@ def fit(config: TrainConfig) -> Path:
 
 
 def _batch_loss(policy, reference, batch, examples, indices, tokenizer, config, names, statistics, paired, needs_kl):
-    logps, lengths = policy(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    logps, lengths = policy(batch)
     kl_pair = None
     if needs_kl:  # KTO's reference point: log-ratio on mismatched (prompt, completion) pairs, no gradient
         other = collate(mismatched(examples, indices), range(len(indices)), tokenizer.pad_token_id, False,
                         batch["input_ids"].device)
         other["index"] = batch["index"] + len(examples)
         with torch.no_grad():
-            kl_pair = (policy(other["input_ids"], other["attention_mask"], other["completion_mask"])[0],
-                       reference.logps(other))
+            kl_pair = (policy(other)[0], reference.logps(other))
     inputs = loss_inputs(logps, lengths, reference.logps(batch), batch, paired, kl_pair)
     result = losses.evaluate(names if len(names) > 1 else names[0], weights=config.loss_weights,
                              **inputs, **statistics.inputs(), **config.loss_params)
@@ -217,7 +221,7 @@ def _reduce(accelerator, metrics: dict[str, float]) -> dict[str, float]:
 def _adapter_reference(model, data, config, *_):
     if not config.lora:
         raise PrefkitError("config: reference: adapter needs a LoRA adapter (set lora: {r: 16})")
-    return references.DisabledAdapter(model, config.logprob_chunk_size)
+    return references.DisabledAdapter(model, config.logprob_chunk_size, share_prompt(config))
 
 
 def _precomputed_reference(*args):
@@ -229,7 +233,8 @@ def _precomputed_reference(*args):
 # reference mode -> builder(model, data, config, tokenizer, accelerator, paired, needs_kl)
 _REFERENCES = {
     "none": lambda *_: references.NoReference(),
-    "copy": lambda model, data, config, *_: references.FrozenCopy(model, config.logprob_chunk_size),
+    "copy": lambda model, data, config, *_: references.FrozenCopy(model, config.logprob_chunk_size,
+                                                                   share_prompt(config)),
     "adapter": _adapter_reference,
     "precomputed": _precomputed_reference,
 }

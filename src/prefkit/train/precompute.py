@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from prefkit.modeling import reference as references
-from prefkit.modeling.logprobs import sequence_logps
+from prefkit.modeling.logprobs import batch_logps
 from prefkit.train.batches import collate, mismatched
 
 
@@ -25,6 +25,7 @@ def precompute_reference(model, data, config, tokenizer, accelerator, paired: bo
     model.eval()
     rows = []  # (row, value) pairs this process computed
     mine = list(range(accelerator.process_index, n, accelerator.num_processes))
+    mine.sort(key=lambda i: _length(data.examples[i]))  # similar lengths together: little padding; order is free here
     for start in range(0, len(mine), config.batch_size):
         indices = mine[start:start + config.batch_size]
         batch = collate(data.examples, indices, tokenizer.pad_token_id, paired, accelerator.device)
@@ -48,5 +49,12 @@ def precompute_reference(model, data, config, tokenizer, accelerator, paired: bo
 
 
 def _logps(model, batch, config) -> torch.Tensor:
-    return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-                          config.logprob_chunk_size).logps.float()
+    from prefkit.train.offline import share_prompt
+
+    return batch_logps(model, batch, config.logprob_chunk_size, share_prompt(config)).logps.float()
+
+
+def _length(example) -> int:
+    completions = (example.chosen_ids, example.rejected_ids) if hasattr(example, "chosen_ids") else (
+        example.completion_ids,)
+    return len(example.prompt_ids) + max(len(c) for c in completions)
