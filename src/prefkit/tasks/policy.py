@@ -14,22 +14,8 @@ import numpy as np
 import torch
 
 from prefkit.errors import PrefkitError
+from prefkit.modeling.generation import encode_completion, encode_prompt, generate
 from prefkit.modeling.logprobs import sequence_logps
-
-
-def encode_prompt(tokenizer, prompt) -> list[int]:
-    """Token ids of the chat-templated prompt, ending with the generation prompt. `prompt` is the user message
-    (a string) or a conversational list of {"role", "content"} messages."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def encode_completion(tokenizer, response) -> list[int]:
-    """Token ids of the response followed by the end-of-turn (EOS) token; conversational responses too."""
-    if not isinstance(response, str):
-        response = response[-1]["content"]
-    return tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
 
 def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device=None) -> dict:
@@ -115,27 +101,13 @@ def reference_model(task, *, seed: int = 0, rows: int = 16384, steps: int = 1500
     return model, tokenizer
 
 
-@torch.no_grad()
 def sample_responses(model, tokenizer, prompts: Sequence, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
                      max_new_tokens: int = 8) -> list[list[str]]:
-    """n sampled responses per prompt, decoded up to the first EOS (other special tokens are kept in the text, so
-    a response that emits one is malformed). Seeded without touching the global torch RNG."""
-    encoded = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
-    width = max(len(ids) for ids in encoded)
-    pad = tokenizer.pad_token_id
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=model.device)  # left padding
-    attention = (torch.arange(width)[None, :] >= torch.tensor([width - len(e) for e in encoded])[:, None]).long()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        out = model.generate(input_ids=ids, attention_mask=attention.to(model.device), do_sample=True,
-                             temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-    texts = []
-    for row in out[:, width:].tolist():
-        if tokenizer.eos_token_id in row:
-            row = row[:row.index(tokenizer.eos_token_id)]
-        texts.append(tokenizer.decode(row, skip_special_tokens=False))
-    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+    """n sampled responses per prompt as text, decoded up to the first EOS (other special tokens are kept in the
+    text, so a response that emits one is malformed). Seeded without touching the global torch RNG."""
+    samples = generate(model, tokenizer, prompts, n, seed=seed, temperature=temperature,
+                       max_new_tokens=max_new_tokens)
+    return [[s.text for s in group] for group in samples]
 
 
 @torch.no_grad()

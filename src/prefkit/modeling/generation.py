@@ -1,0 +1,67 @@
+"""Prompt encoding and batched sampling for self-play and evaluation.
+
+A prompt is rendered with the tokenizer's chat template (the conversation, then the generation prompt) and a
+response is its tokens plus EOS, so log π(response | prompt) is the probability that the model says exactly
+that and stops. Sampling keeps the sampled token ids, so training scores exactly what was generated (decoding
+and re-tokenizing can change a BPE segmentation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+
+@dataclass
+class Sample:
+    text: str
+    ids: list[int]  # the generated tokens, ending with EOS when the model stopped
+
+
+def encode_prompt(tokenizer, prompt) -> list[int]:
+    """Token ids of the prompt ending with the generation prompt; `prompt` is a user message (str) or a list
+    of {"role", "content"} messages. Without a chat template: BOS (if any) + the text."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + tokenizer("\n".join(m["content"] for m in messages), add_special_tokens=False)["input_ids"]
+
+
+def encode_completion(tokenizer, response) -> list[int]:
+    """Token ids of the response followed by EOS; a conversational response is its last message."""
+    if not isinstance(response, str):
+        response = response[-1]["content"]
+    return tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: Sequence, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
+             top_p: float = 1.0, max_new_tokens: int = 32, batch_size: int = 256) -> list[list[Sample]]:
+    """n samples per prompt (batched, left-padded, KV cache), decoded up to the first EOS. Seeded without
+    touching the global torch RNG."""
+    encoded = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    samples: list[Sample] = []
+    was_training = model.training
+    model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(encoded), batch_size):
+            chunk = encoded[start:start + batch_size]
+            width = max(len(e) for e in chunk)
+            ids = torch.tensor([[pad] * (width - len(e)) + e for e in chunk], device=model.device)
+            attention = torch.arange(width, device=ids.device)[None] >= torch.tensor(
+                [width - len(e) for e in chunk], device=ids.device)[:, None]
+            out = model.generate(input_ids=ids, attention_mask=attention.long(), do_sample=True,
+                                 temperature=temperature, top_k=0, top_p=top_p, max_new_tokens=max_new_tokens,
+                                 pad_token_id=pad, eos_token_id=eos)
+            for row in out[:, width:].tolist():
+                tokens = row[:row.index(eos) + 1] if eos in row else row
+                text_tokens = tokens[:-1] if tokens and tokens[-1] == eos else tokens
+                samples.append(Sample(tokenizer.decode(text_tokens, skip_special_tokens=False), tokens))
+    model.train(was_training)
+    return [samples[i * n:(i + 1) * n] for i in range(len(prompts))]
