@@ -105,13 +105,11 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise PrefkitError(f"config: '{name}' must be one of {', '.join(allowed)} (got {value!r})")
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-
-
-def check_keys(values: dict[str, Any], where: str) -> None:
+def check_keys(values: dict[str, Any], where: str, kind: type = TrainConfig) -> None:
+    fields = {f.name for f in dataclasses.fields(kind)}
     for key in values:
-        if key not in FIELDS:
-            close = difflib.get_close_matches(key, FIELDS, n=1, cutoff=0.5)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise PrefkitError(f"{where}: unknown key '{key}'{hint}")
 
@@ -125,7 +123,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(path: str | None = None, flags: dict[str, Any] | None = None,
-                overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+                overrides: list[str] | tuple[str, ...] = (), kind: type = TrainConfig):
+    """A validated `kind` (TrainConfig, or the self-play config) from YAML, flags and key=value overrides."""
     values: dict[str, Any] = {}
     if path:
         file = Path(path)
@@ -137,25 +136,26 @@ def load_config(path: str | None = None, flags: dict[str, Any] | None = None,
             raise PrefkitError(f"{path}: not valid YAML: {error}") from None
         if not isinstance(loaded, dict):
             raise PrefkitError(f"{path}: expected a mapping of config keys at the top level")
-        check_keys(loaded, path)
+        check_keys(loaded, path, kind)
         values.update(loaded)
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
     for text in overrides:
         key, value = parse_override(text)
         head, _, sub = key.partition(".")
-        check_keys({head: None}, "override")
+        check_keys({head: None}, "override", kind)
         if sub:  # e.g. loss_params.beta=0.2 or lora.r=8
             values[head] = {**(values.get(head) or {}), sub: value}
         else:
             values[key] = value
-    config = TrainConfig(**values)
+    config = kind(**values)
     _check_types(config)
     return config.validate()
 
 
-def _check_types(config: TrainConfig) -> None:
+def _check_types(config) -> None:
     expect = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    for name, f in FIELDS.items():
+    for f in dataclasses.fields(config):
+        name = f.name
         value = getattr(config, name)
         default = f.default if f.default is not dataclasses.MISSING else None
         union_with_list = "list" in str(f.type)  # e.g. loss: a name or a list of names

@@ -27,6 +27,7 @@ from prefkit.train import checkpoint
 from prefkit.train.batches import BatchOrder, BatchStatistics, collate, loss_inputs, mismatched
 from prefkit.train.config import TrainConfig
 from prefkit.train.model_card import save_final
+from prefkit.train.options import share_prompt
 from prefkit.train.tracking import Tracker
 
 
@@ -41,11 +42,6 @@ class PolicyLogps(nn.Module):
     def forward(self, batch):
         out = batch_logps(self.model, batch, self.chunk_size, self.share_prompt)
         return out.logps, out.lengths
-
-
-def share_prompt(config: TrainConfig) -> bool:
-    """Run each pair's prompt once (see `shared_prompt_logps`); activation checkpointing drops the KV cache it uses."""
-    return config.share_prompt and not config.gradient_checkpointing
 
 
 def resolve_reference(config: TrainConfig, specs: list[losses.LossSpec]) -> str:

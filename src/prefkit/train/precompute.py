@@ -8,6 +8,7 @@ import torch
 
 from prefkit.modeling import reference as references
 from prefkit.modeling.logprobs import batch_logps
+from prefkit.train.options import share_prompt
 from prefkit.train.batches import collate, mismatched
 
 
@@ -21,21 +22,14 @@ def precompute_reference(model, data, config, tokenizer, accelerator, paired: bo
     if cached is not None and cached.shape[0] == expected_rows:
         return references.Precomputed(cached, cache_hit=True, path=path)
 
-    was_training = model.training
-    model.eval()
-    rows = []  # (row, value) pairs this process computed
     mine = list(range(accelerator.process_index, n, accelerator.num_processes))
-    mine.sort(key=lambda i: _length(data.examples[i]))  # similar lengths together: little padding; order is free here
-    for start in range(0, len(mine), config.batch_size):
-        indices = mine[start:start + config.batch_size]
-        batch = collate(data.examples, indices, tokenizer.pad_token_id, paired, accelerator.device)
-        logps = _logps(model, batch, config).cpu()
-        rows += list(zip(indices, (logps.view(2, -1).t() if paired else logps).tolist()))
-        if needs_kl:
-            other = collate(mismatched(data.examples, indices), range(len(indices)), tokenizer.pad_token_id, False,
-                            accelerator.device)
-            rows += [(n + i, v) for i, v in zip(indices, _logps(model, other, config).cpu().tolist())]
-    model.train(was_training)
+    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
+                   share_prompt=share_prompt(config), device=accelerator.device)
+    rows = list(zip(mine, score_examples(model, data.examples, mine, tokenizer.pad_token_id, paired, **options)))
+    if needs_kl:
+        values = score_examples(model, mismatched(data.examples, mine), range(len(mine)), tokenizer.pad_token_id,
+                                False, **options)
+        rows += [(n + i, v) for i, v in zip(mine, values)]
     if accelerator.num_processes > 1:
         gathered = [None] * accelerator.num_processes
         torch.distributed.all_gather_object(gathered, rows)
@@ -48,10 +42,24 @@ def precompute_reference(model, data, config, tokenizer, accelerator, paired: bo
     return references.Precomputed(table, cache_hit=False, path=path)
 
 
-def _logps(model, batch, config) -> torch.Tensor:
-    from prefkit.train.offline import share_prompt
-
-    return batch_logps(model, batch, config.logprob_chunk_size, share_prompt(config)).logps.float()
+@torch.no_grad()
+def score_examples(model, examples, indices, pad_token_id: int, paired: bool, *, batch_size: int, chunk_size: int,
+                   share_prompt: bool, device) -> list:
+    """Summed completion log-probs of `examples[i]` for i in `indices`, in that order: [chosen, rejected] per
+    pair, or one value per unpaired example. Batches group similar lengths, so little compute goes to padding."""
+    indices = list(indices)
+    order = sorted(range(len(indices)), key=lambda k: _length(examples[indices[k]]))
+    values: list = [None] * len(indices)
+    was_training = model.training
+    model.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = collate(examples, [indices[k] for k in chunk], pad_token_id, paired, device)
+        logps = batch_logps(model, batch, chunk_size, share_prompt).logps.float().cpu()
+        for k, value in zip(chunk, (logps.view(2, -1).t() if paired else logps).tolist()):
+            values[k] = value
+    model.train(was_training)
+    return values
 
 
 def _length(example) -> int:
