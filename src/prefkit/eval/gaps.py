@@ -1,0 +1,27 @@
+"""Exact duality gaps on the bundled task: the model's distribution over each prompt's canonical responses
+follows from sequence log-probs, so its gap DG(π) = 2 max_y P(y beats π) − 1 is computed exactly, not sampled
+(prefkit.tasks, docs/task.md). The gap is of the distribution renormalised on the canonical set; the mass
+outside the set (malformed responses) is reported beside it."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from prefkit.games import duality_gap
+
+
+def exact_gap_metrics(model, tokenizer, task, prompts: Sequence[str] | None = None) -> dict:
+    """Per prompt (default: the task's cyclic eval prompts): gap, mass outside the canonical set and the
+    distribution itself; plus the mean gap and mean outside mass."""
+    from prefkit.tasks import canonical_distributions
+
+    prompts = list(prompts) if prompts is not None else task.prompts("cyclic", "eval")
+    rows = []
+    for prompt, (probs, outside) in zip(prompts, canonical_distributions(model, tokenizer, task, prompts)):
+        rows.append({"prompt": prompt, "gap": float(duality_gap(task.preference_matrix(prompt), probs)),
+                     "outside": float(outside),
+                     "distribution": dict(zip(task.canonical(prompt), map(float, probs)))})
+    return {"prompts": rows, "mean_gap": float(np.mean([r["gap"] for r in rows])),
+            "mean_outside": float(np.mean([r["outside"] for r in rows]))}
