@@ -5,19 +5,25 @@ from pathlib import Path
 
 import pytest
 
+import yaml
+
 from prefkit.cli import main
 from prefkit.train.config import load_config
+from prefkit.train.config import TrainConfig
+from prefkit.train.selfplay_config import SelfPlayConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
 
 def test_there_is_a_config_per_family():
-    assert {p.stem for p in CONFIGS} >= {"dpo", "ipo", "simpo", "stapo", "kto", "bco", "orpo", "rpo", "npo"}
+    assert {p.stem for p in CONFIGS} >= {"dpo", "ipo", "simpo", "stapo", "kto", "bco", "orpo", "rpo", "npo", "mpo",
+                                         "inpo", "sppo", "nash-md", "online-ipo", "comal"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_validates(path):
-    assert load_config(str(path)).model == "runs/task/reference"
+    kind = SelfPlayConfig if "judge" in yaml.safe_load(path.read_text()) else TrainConfig
+    assert load_config(str(path), kind=kind).model == "runs/task/reference"
 
 
 @pytest.mark.slow

@@ -14,7 +14,9 @@ from prefkit.errors import PrefkitError
 COMMAND_MODULES = (
     "prefkit.losses.cli",
     "prefkit.train.cli",
+    "prefkit.train.selfplay_cli",
     "prefkit.data.cli",
+    "prefkit.eval.cli",
     "prefkit.tasks.cli",
     "prefkit.games.cli",
 )

@@ -1,0 +1,225 @@
+"""The self-play loop: one loop for MPO, INPO, COMAL, SPPO, Nash-MD and online IPO.
+
+Iteration t: sample K responses per prompt from π_t -> judge them into a K x K preference matrix per prompt ->
+build training examples (pairs, or single responses with win rates) -> score them once under π_t and the
+reference / magnet π_ref -> fit the method's loss for E epochs -> π_{t+1} is the result; every M iterations
+(MPO, COMAL) the magnet becomes the policy. Methods differ only by the loss and the refresh period.
+
+Everything an iteration produces is persisted under `iter-NNNN/` (samples, judged matrices, pairs, log-prob
+tables, the policy), so an interrupted run resumes without sampling or judging again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from prefkit import losses
+from prefkit.errors import PrefkitError
+from prefkit.modeling.generation import Sample, generate
+from prefkit.modeling.load import load_model, load_tokenizer
+from prefkit.modeling.reference import FrozenCopy
+from prefkit.train.checkpoint import replace_dir
+from prefkit.train.options import share_prompt
+from prefkit.train.precompute import score_examples
+from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
+from prefkit.train.tracking import Tracker
+
+
+def selfplay(config: SelfPlayConfig) -> Path:
+    """Run `config.iterations` self-play iterations; returns the directory of the final policy."""
+    from prefkit.judges import load_judge, preference_matrix, win_rates
+
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = _read_state(out) if config.resume else {"completed": 0, "magnet": 0}
+    start = out / f"iter-{state['completed']:04d}" / "policy" if state["completed"] else None
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    model = load_model(str(start or config.model), dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    magnet_dir = out / "magnet"
+    magnet = FrozenCopy(load_model(str(magnet_dir), dtype=config.dtype) if config.resume and magnet_dir.is_dir()
+                        else model, config.logprob_chunk_size, share_prompt(config))
+    judge = load_judge(config.judge)
+    task, train_prompts, eval_prompts = _prompts(config)
+    eval_prompts = eval_prompts[:config.eval_limit]
+    spec = losses.get(config.loss)
+    per_response = "logps" in spec.inputs
+    tracker = Tracker(out, ["jsonl"], {}, enabled=True)
+    baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config)  # π_0's answers, once
+
+    for t in range(state["completed"] + 1, config.iterations + 1):
+        folder = out / f"iter-{t:04d}"
+        prompts = _iteration_prompts(train_prompts, t, config.prompts_per_iteration)
+        samples = _samples(folder, model, tokenizer, prompts, config, seed=config.seed * 1000 + t)
+        texts = [[s.text for s in group] for group in samples]
+        matrices = preference_matrix(judge, prompts, texts, checkpoint=folder / "judged.npz",
+                                     chunk_size=config.judge_chunk_size)
+        examples, inputs = build_examples(prompts, samples, matrices, win_rates(matrices), tokenizer, config,
+                                          per_response, seed=config.seed * 1000 + t)
+        tables = _score(folder, model, magnet.model, examples, tokenizer, config, per_response)
+        losses_seen = fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response, seed=t)
+        refreshed = _due(config, t, state, model, magnet, tokenizer, task, eval_prompts)
+        answers = _eval_samples(out, t, model, tokenizer, eval_prompts, config)
+        previous = _eval_samples(out, t - 1, model, tokenizer, eval_prompts, config)
+        metrics = iteration_metrics(judge, model, magnet.model, tokenizer, eval_prompts, answers, baseline,
+                                    previous, task, config)
+        metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
+                       train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
+        _save_model(model, tokenizer, folder / "policy")
+        if refreshed:
+            magnet.model.load_state_dict(model.state_dict())
+            _save_model(magnet.model, tokenizer, magnet_dir)
+            state["magnet"] = t
+        tracker.log(t, metrics)
+        state["completed"] = t
+        _write_json(out / "state.json", state)
+        if config.progress:
+            shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items() if not k.endswith(("_low", "_high")))
+            print(f"iteration {t}/{config.iterations}: {shown}", flush=True)
+    _plot(out)
+    final = out / "final"
+    _save_model(model, tokenizer, final)
+    return final
+
+
+def _due(config, t, state, model, magnet, tokenizer, task, eval_prompts) -> bool:
+    """Refresh the magnet every `refresh_every` iterations, or (adaptive) once the regularised gap, measured
+    exactly on the task's canonical sets, falls below `refresh_gap`."""
+    if config.refresh_every and t % config.refresh_every == 0:
+        return True
+    if config.refresh_gap is None or task is None:
+        return False
+    from prefkit.games import regularised_gap
+    from prefkit.tasks import canonical_distributions
+
+    cyclic = [p for p in eval_prompts if task.kind(p) == "cyclic"]
+    alpha = losses.get(config.loss).check_hyperparameters(config.loss_params).get("alpha", 0.0)
+    policy = canonical_distributions(model, tokenizer, task, cyclic)
+    anchor = canonical_distributions(magnet.model, tokenizer, task, cyclic)
+    gaps = [regularised_gap(task.preference_matrix(p), pi, alpha, mu) for p, (pi, _), (mu, _) in
+            zip(cyclic, policy, anchor)]
+    return bool(np.mean(gaps) < config.refresh_gap)
+
+
+def _prompts(config: SelfPlayConfig):
+    if config.prompts == "task":
+        from prefkit.tasks import SyntheticTask
+
+        task = SyntheticTask()
+        cyclic, transitive = task.prompts("cyclic", split="eval"), task.prompts("transitive", split="eval")
+        mixed = [p for pair in zip(cyclic, transitive) for p in pair] + cyclic[len(transitive):] + \
+            transitive[len(cyclic):]  # both kinds among the first eval_limit prompts
+        return task, task.prompts(split="train"), mixed
+    from prefkit.data.sources import load_rows
+
+    rows = load_rows(config.prompts).rows
+    prompts = [raw["prompt"] for _, raw in rows if isinstance(raw, dict) and raw.get("prompt")]
+    if not prompts:
+        raise PrefkitError(f"{config.prompts}: no rows with a non-empty 'prompt' field")
+    evaluation = [raw["prompt"] for _, raw in load_rows(config.eval_prompts).rows] if config.eval_prompts \
+        else prompts[:32]
+    return None, prompts, evaluation
+
+
+def _iteration_prompts(prompts: list, t: int, count: int) -> list:
+    """Walk through the prompts in a fixed shuffled order, `count` per iteration, wrapping around."""
+    order = np.random.default_rng(0).permutation(len(prompts))
+    start = (t - 1) * count
+    return [prompts[order[(start + i) % len(prompts)]] for i in range(count)]
+
+
+def _samples(folder: Path, model, tokenizer, prompts, config, seed: int) -> list[list[Sample]]:
+    path = folder / "samples.json"
+    if path.is_file():  # sampled before an interruption: reuse, never resample
+        saved = json.loads(path.read_text())
+        return [[Sample(s["text"], s["ids"]) for s in group] for group in saved["samples"]]
+    samples = generate(model, tokenizer, prompts, config.samples_per_prompt, seed=seed,
+                       temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
+    _write_json(path, {"prompts": prompts, "samples": [[vars(s) for s in g] for g in samples]})
+    return samples
+
+
+def _eval_samples(out: Path, t: int, model, tokenizer, prompts, config) -> list[Sample]:
+    """One answer per eval prompt (times eval_samples) from π_t, saved so later iterations compare against it."""
+    path = out / f"eval-{t:04d}.json"
+    if path.is_file():
+        return [Sample(s["text"], s["ids"]) for s in json.loads(path.read_text())]
+    groups = generate(model, tokenizer, prompts, config.eval_samples, seed=10_000 + config.seed,
+                      temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
+    answers = [s for g in groups for s in g]
+    _write_json(path, [vars(s) for s in answers])
+    return answers
+
+
+def _score(folder, model, magnet_model, examples, tokenizer, config, per_response) -> dict[str, torch.Tensor]:
+    """Log-probs of the training examples under π_t (the model before this iteration's fit) and π_ref."""
+    path = folder / "logps.pt"
+    if path.is_file():
+        return torch.load(path)
+    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
+                   share_prompt=share_prompt(config), device=model.device)
+    indices = range(len(examples))
+    tables = {name: torch.tensor(score_examples(m, examples, indices, tokenizer.pad_token_id, not per_response,
+                                                **options), dtype=torch.float32)
+              for name, m in (("prev", model), ("ref", magnet_model))}
+    tmp = path.with_suffix(".tmp")
+    torch.save(tables, tmp)
+    os.replace(tmp, path)
+    return tables
+
+
+def _save_model(model, tokenizer, directory: Path) -> None:
+    tmp = directory.with_name(directory.name + ".tmp")
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    replace_dir(tmp, directory)
+
+
+def _read_state(out: Path) -> dict:
+    path = out / "state.json"
+    return json.loads(path.read_text()) if path.is_file() else {"completed": 0, "magnet": 0}
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value))
+    os.replace(tmp, path)
+
+
+def _plot(out: Path) -> None:
+    """One PNG per metric across iterations, under plots/."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prefkit.train.tracking import read_metrics
+
+    records = read_metrics(out)
+    if not records:
+        return
+    (out / "plots").mkdir(exist_ok=True)
+    names = sorted({k for r in records for k in r if k != "step" and not k.endswith(("_low", "_high"))})
+    for name in names:
+        steps = [r["step"] for r in records if name in r]
+        values = [r[name] for r in records if name in r]
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(steps, values, marker="o")
+        low = [r.get(f"{name}_low") for r in records if name in r]
+        if all(v is not None for v in low):
+            ax.fill_between(steps, low, [r[f"{name}_high"] for r in records if name in r], alpha=0.25)
+        ax.set_xlabel("iteration")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        target = out / "plots" / f"{name.replace('/', '_')}.png"
+        tmp = target.with_suffix(".tmp.png")
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, target)

@@ -1,0 +1,131 @@
+"""The steps of one self-play iteration: judged samples -> training examples, the fit, and the metrics.
+
+Pairs (MPO, INPO, online IPO, ...) carry the judge's P(chosen beats rejected) (`pairs: all`) or both
+responses' win rates against π_t (`best_worst`, `top2`); single responses (SPPO, MPO's policy-gradient form,
+Nash-MD) carry their win rate and its advantage over the group mean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from prefkit import losses
+from prefkit.data import PairExample, UnpairedExample
+from prefkit.modeling.generation import encode_prompt
+from prefkit.train.batches import BatchOrder, collate
+from prefkit.train.options import share_prompt
+
+
+def build_examples(prompts, samples, matrices, rates, tokenizer, config, per_response: bool, seed: int):
+    """Training examples and their per-example loss inputs (tensors aligned with the examples)."""
+    examples, inputs = [], {}
+
+    def add(example, **values):
+        examples.append(example)
+        for key, value in values.items():
+            inputs.setdefault(key, []).append(float(value))
+
+    for p, (prompt, group) in enumerate(zip(prompts, samples)):
+        prompt_ids = encode_prompt(tokenizer, prompt)
+        if per_response:
+            for i, sample in enumerate(group):
+                if sample.ids:
+                    add(UnpairedExample(prompt_ids, sample.ids, True, len(examples)), winrate=rates[p, i],
+                        advantages=rates[p, i] - rates[p].mean(), preference=rates[p, i])
+            continue
+        for i, j in _pairs(config.pairs, rates[p], matrices[p]):
+            if group[i].ids == group[j].ids:  # the same answer twice says nothing about the preference
+                continue
+            example = PairExample(prompt_ids, group[i].ids, group[j].ids, len(examples))
+            if config.pairs == "all":
+                add(example, preference=matrices[p][i, j])
+            else:
+                add(example, chosen_winrate=rates[p, i], rejected_winrate=rates[p, j])
+    return examples, {k: torch.tensor(v, dtype=torch.float32) for k, v in inputs.items()}
+
+
+def _pairs(mode: str, rates: np.ndarray, matrix: np.ndarray) -> list[tuple[int, int]]:
+    k = len(rates)
+    if mode == "all":  # every unordered pair once; the soft label says who is preferred
+        return [(i, j) for i in range(k) for j in range(i + 1, k)]
+    ranked = np.argsort(-rates, kind="stable")
+    second = ranked[1] if mode == "top2" else ranked[-1]
+    return [(int(ranked[0]), int(second))] if rates[ranked[0]] > rates[second] else []
+
+
+def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response: bool, seed: int) -> list[float]:
+    """E epochs of the method's loss over this iteration's examples, from a fresh AdamW (as the iterative
+    pipelines of SPPO and INPO restart each iteration). Returns the per-step losses."""
+    from prefkit.train.offline import PolicyLogps
+
+    if not examples:
+        return [float("nan")]
+    policy = PolicyLogps(model, config.logprob_chunk_size, share_prompt(config))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
+    order = BatchOrder(len(examples), min(config.batch_size, len(examples)), 1, 0, config.seed + seed)
+    device = next(model.parameters()).device
+    seen = []
+    model.train()
+    for step in range(config.epochs * order.per_epoch):
+        indices = order.indices(step)
+        batch = collate(examples, indices, tokenizer.pad_token_id, not per_response, device)
+        logps, lengths = policy(batch)
+        index = torch.tensor(indices)
+        extra = {k: v[index].to(device) for k, v in inputs.items()}
+        prev, ref = tables["prev"][index].to(device), tables["ref"][index].to(device)
+        if per_response:
+            loss_inputs = dict(logps=logps, prev_logps=prev, ref_logps=ref, **extra)
+        else:
+            chosen, rejected = logps.chunk(2)
+            loss_inputs = dict(chosen_logps=chosen, rejected_logps=rejected, prev_chosen_logps=prev[:, 0],
+                               prev_rejected_logps=prev[:, 1], ref_chosen_logps=ref[:, 0],
+                               ref_rejected_logps=ref[:, 1], chosen_lengths=lengths.chunk(2)[0],
+                               rejected_lengths=lengths.chunk(2)[1], **extra)
+        loss = losses.compute(config.loss, **loss_inputs, **config.loss_params).mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seen.append(loss.item())
+    model.eval()
+    return seen
+
+
+def iteration_metrics(judge, model, magnet_model, tokenizer, prompts, answers, baseline, previous, task,
+                      config) -> dict[str, float]:
+    """Win rates against π_0 and π_{t-1} (with 95% intervals), length, KL to the reference, generation entropy,
+    and the exact duality gap on the task's cyclic prompts (with the mass outside the canonical sets)."""
+    from prefkit.eval.entropy import mean_token_entropy, token_entropies
+    from prefkit.eval.winrate import judge_samples
+
+    repeated = [p for p in prompts for _ in range(config.eval_samples)]
+    texts = [a.text for a in answers]
+    metrics: dict[str, float] = {}
+    for name, other in (("winrate_vs_initial", baseline), ("winrate_vs_previous", previous)):
+        result = judge_samples(judge, repeated, texts, [o.text for o in other])
+        metrics.update({name: result["win_rate"], f"{name}_low": result["ci_low"], f"{name}_high": result["ci_high"]})
+    metrics["length"] = float(np.mean([len(a.ids) for a in answers]))
+    examples = [UnpairedExample(encode_prompt(tokenizer, p), a.ids or [tokenizer.eos_token_id], True, i)
+                for i, (p, a) in enumerate(zip(repeated, answers))]
+    from prefkit.train.precompute import score_examples
+
+    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size, share_prompt=False,
+                   device=next(model.parameters()).device)
+    policy = score_examples(model, examples, range(len(examples)), tokenizer.pad_token_id, False, **options)
+    anchor = score_examples(magnet_model, examples, range(len(examples)), tokenizer.pad_token_id, False, **options)
+    metrics["kl_to_reference"] = float(np.mean(np.subtract(policy, anchor)))
+    entropies = token_entropies(model, [(e.prompt_ids, e.completion_ids) for e in examples], tokenizer.pad_token_id)
+    metrics["entropy"] = mean_token_entropy(entropies)
+    if task is not None:
+        from prefkit.tasks import canonical_distributions
+        from prefkit.games import duality_gap
+
+        cyclic = [p for p in prompts if task.kind(p) == "cyclic"]
+        if cyclic:
+            restricted = canonical_distributions(model, tokenizer, task, cyclic)
+            metrics["duality_gap"] = float(np.mean([duality_gap(task.preference_matrix(p), pi)
+                                                    for p, (pi, _) in zip(cyclic, restricted)]))
+            metrics["mass_outside"] = float(np.mean([outside for _, outside in restricted]))
+    return metrics

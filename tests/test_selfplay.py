@@ -1,0 +1,114 @@
+"""The self-play loop end to end on the bundled task with an untrained tiny model: every method runs an
+iteration, the magnet refreshes exactly when configured, and an interrupted run resumes without re-judging."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from prefkit.train.config import load_config
+from prefkit.train.selfplay import selfplay
+from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.train.tracking import read_metrics
+
+TINY = dict(prompts_per_iteration=4, samples_per_prompt=3, max_new_tokens=4, eval_limit=4, batch_size=4, epochs=1,
+            learning_rate=1e-3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def initial(tmp_path_factory):
+    from prefkit.tasks import SyntheticTask
+
+    task, path = SyntheticTask(), tmp_path_factory.mktemp("selfplay") / "initial"
+    task.model(seed=0).save_pretrained(path)
+    task.tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def config(initial, out, **values):
+    flags = {"model": initial, "output_dir": str(out), **TINY, **values}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if isinstance(v, dict)]
+    return load_config(None, {k: v for k, v in flags.items() if not isinstance(v, dict)}, overrides,
+                       kind=SelfPlayConfig)
+
+
+@pytest.mark.parametrize("loss, params, extra", [
+    ("mpo", {"eta": 2.0, "alpha": 0.2}, {"refresh_every": 1}),
+    ("inpo", {"eta": 1.4, "tau": 0.2}, {}),
+    ("sppo", {"eta": 2.0}, {}),
+    ("nash_md", {"beta": 0.1}, {}),
+    ("online_ipo", {"beta": 1.0}, {}),
+    ("mpo_pg", {"eta": 2.0, "alpha": 0.2}, {}),
+])
+def test_one_iteration_of_each_method(initial, tmp_path, loss, params, extra):
+    final = selfplay(config(initial, tmp_path, iterations=1, loss=loss, loss_params=params, **extra))
+    record = read_metrics(tmp_path)[-1]
+    for key in ("winrate_vs_initial", "winrate_vs_previous", "length", "kl_to_reference", "entropy",
+                "duality_gap", "mass_outside", "loss"):
+        assert np.isfinite(record[key]), key
+    assert record["winrate_vs_initial_low"] <= record["winrate_vs_initial"] <= record["winrate_vs_initial_high"]
+    assert (final / "model.safetensors").is_file() and (tmp_path / "plots" / "duality_gap.png").is_file()
+    samples = json.loads((tmp_path / "iter-0001" / "samples.json").read_text())
+    assert len(samples["samples"]) == 4 and all(len(group) == 3 for group in samples["samples"])
+
+
+def test_pairs_from_a_judged_group():
+    from prefkit.train.selfplay_steps import _pairs
+
+    matrix = np.array([[0.5, 0.9, 0.6], [0.1, 0.5, 0.3], [0.4, 0.7, 0.5]])
+    rates = (matrix.sum(1) - 0.5) / 2  # 0.75, 0.2, 0.55
+    assert _pairs("all", rates, matrix) == [(0, 1), (0, 2), (1, 2)]
+    assert _pairs("best_worst", rates, matrix) == [(0, 1)]
+    assert _pairs("top2", rates, matrix) == [(0, 2)]
+    assert _pairs("best_worst", np.full(3, 0.5), matrix) == []  # no preference, no pair
+
+
+def test_the_magnet_is_refreshed_exactly_at_the_configured_iterations(initial, tmp_path):
+    selfplay(config(initial, tmp_path, iterations=3, loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2},
+                    refresh_every=2))
+    assert [r["refreshed"] for r in read_metrics(tmp_path)] == [0.0, 1.0, 0.0]
+    assert json.loads((tmp_path / "state.json").read_text()) == {"completed": 3, "magnet": 2}
+    from safetensors.torch import load_file
+
+    magnet = load_file(str(tmp_path / "magnet" / "model.safetensors"))
+    policy_2 = load_file(str(tmp_path / "iter-0002" / "policy" / "model.safetensors"))
+    assert all((magnet[k] == policy_2[k]).all() for k in magnet)
+
+
+JUDGE = textwrap.dedent('''
+    import os
+
+    def judge(prompt, a, b):
+        with open(os.environ["JUDGE_LOG"], "a") as log:
+            log.write("x\\n")
+        calls = sum(1 for _ in open(os.environ["JUDGE_LOG"]))
+        if calls == int(os.environ.get("KILL_AT", "0")):
+            os._exit(9)  # the process dies mid-judging, as a kill would
+        return 0.5 + 0.1 * ((len(a) - len(b)) > 0) - 0.1 * ((len(a) - len(b)) < 0)
+''')
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_without_rejudging_or_resampling(initial, tmp_path):
+    (tmp_path / "counting_judge.py").write_text(JUDGE)
+    log = tmp_path / "calls.log"
+    args = [sys.executable, "-m", "prefkit.cli", "selfplay", "--model", initial, "--output-dir", str(tmp_path / "run"),
+            "judge=counting_judge:judge", "iterations=1", "loss=mpo", "judge_chunk_size=2",
+            *[f"{k}={v}" for k, v in TINY.items()]]
+    env = {"PYTHONPATH": str(tmp_path), "JUDGE_LOG": str(log), "KILL_AT": "20", "PATH": "/usr/bin:/bin"}
+    killed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9, killed.stderr[-2000:]
+    samples = (tmp_path / "run" / "iter-0001" / "samples.json").read_text()
+    judged = np.load(tmp_path / "run" / "iter-0001" / "judged.npz")
+    assert judged["matrices"].shape[0] == 2  # the first chunk of 2 prompts x 6 ordered pairs x 2 orders was saved
+    log.write_text("")
+    done = subprocess.run(args + ["--resume"], env={**env, "KILL_AT": "0"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "run" / "iter-0001" / "samples.json").read_text() == samples  # not resampled
+    train_calls = 2 * 6  # the 2 prompts not yet judged: 6 ordered pairs each, nothing else re-judged
+    eval_calls = 2 * 4 * 2  # win rates against π_0 and π_{t-1}: 4 eval prompts, both orders
+    assert len(log.read_text().splitlines()) == train_calls + eval_calls
