@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "prefkit.train.selfplay_cli",
     "prefkit.data.cli",
     "prefkit.eval.cli",
+    "prefkit.demo",
     "prefkit.tasks.cli",
     "prefkit.games.cli",
 )
