@@ -8,7 +8,8 @@ import pytest
 
 from prefkit.errors import PrefkitError
 from prefkit.eval.report import markdown_to_html, render_report, table
-from prefkit.eval.winrate import CI_METHODS, as_judge, judge_samples, load_judge, mean_ci
+from prefkit.eval.winrate import CI_METHODS, as_judge, judge_samples, mean_ci
+from prefkit.judges import load_judge
 from prefkit.tasks import SyntheticTask
 
 

@@ -40,9 +40,9 @@ def collate_pairs(examples: list[PairExample], pad_token_id: int) -> dict[str, t
     [B] (float32) when every example has one. Also the prompt and the completions apart, for the shared-prompt
     forward: prompt_ids / prompt_attention_mask [B, Tp], completion_ids / completion_attention_mask [2B, Tc]."""
     sequences = [(e.prompt_ids, e.chosen_ids) for e in examples] + [(e.prompt_ids, e.rejected_ids) for e in examples]
-    batch = _pad(sequences, pad_token_id)
-    prompts = _pad([([], e.prompt_ids) for e in examples], pad_token_id)
-    completions = _pad([([], completion) for _, completion in sequences], pad_token_id)
+    batch = pad_sequences(sequences, pad_token_id)
+    prompts = pad_sequences([([], e.prompt_ids) for e in examples], pad_token_id)
+    completions = pad_sequences([([], completion) for _, completion in sequences], pad_token_id)
     batch.update(prompt_ids=prompts["input_ids"], prompt_attention_mask=prompts["attention_mask"],
                  completion_ids=completions["input_ids"], completion_attention_mask=completions["attention_mask"])
     batch["weights"] = torch.tensor([e.weight for e in examples], dtype=torch.float32)
@@ -55,13 +55,14 @@ def collate_pairs(examples: list[PairExample], pad_token_id: int) -> dict[str, t
 
 def collate_unpaired(examples: list[UnpairedExample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """input_ids / attention_mask / completion_mask [B, T] (long), labels [B] (bool), weights [B] (float32)."""
-    batch = _pad([(e.prompt_ids, e.completion_ids) for e in examples], pad_token_id)
+    batch = pad_sequences([(e.prompt_ids, e.completion_ids) for e in examples], pad_token_id)
     batch["labels"] = torch.tensor([e.label for e in examples], dtype=torch.bool)
     batch["weights"] = torch.tensor([e.weight for e in examples], dtype=torch.float32)
     return batch
 
 
-def _pad(sequences: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+def pad_sequences(sequences: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids / attention_mask / completion_mask [N, T] from (prompt ids, completion ids)."""
     if not sequences:
         raise PrefkitError("cannot collate an empty batch")
     if pad_token_id is None:

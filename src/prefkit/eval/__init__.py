@@ -21,7 +21,7 @@ _EXPORTS = {
     "distinct_n": "entropy", "repetition_rate": "entropy", "text_statistics": "entropy",
     "length_statistics": "entropy", "mean_token_entropy": "entropy",
     "sample": "samples", "Samples": "samples",
-    "as_judge": "winrate", "load_judge": "winrate", "mean_ci": "winrate", "judge_samples": "winrate",
+    "as_judge": "winrate", "mean_ci": "winrate", "judge_samples": "winrate",
     "exact_gap_metrics": "gaps",
     "gradient_entanglement": "entanglement", "pair_gradients": "entanglement",
     "entanglement_metrics": "entanglement", "regimes": "entanglement",

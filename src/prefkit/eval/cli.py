@@ -57,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     from prefkit.eval.plots import plot_results
     from prefkit.eval.report import render_report
     from prefkit.eval.sections import report_sections
-    from prefkit.eval.winrate import load_judge
+    from prefkit.judges import load_judge
     from prefkit.games.plots import atomic_write
     from prefkit.modeling.load import load_model, load_tokenizer
 
@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.task or args.judge == "task":
         from prefkit.tasks import SyntheticTask
         task = SyntheticTask()
-    judge = load_judge(args.judge, task) if args.judge else None
+    judge = load_judge(args.judge) if args.judge else None
     results = evaluate_model(
         model, tokenizer, data=args.data, reference=reference, judge=judge, task=task if args.task else None,
         prompts=_prompts(args.prompts), samples=args.samples, seed=args.seed, beta=args.beta, epsilon=args.epsilon,

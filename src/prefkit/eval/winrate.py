@@ -1,14 +1,12 @@
 """Win rate of a model against a reference under a judge, with a confidence interval.
 
-A judge is anything that says P(a beats b | prompt): an object with `.compare(prompts, as_, bs) -> array` (the
-prefkit.judges interface), an object with `.batch(prompts, as_, bs)` (the bundled task's oracle), or a plain
-callable `judge(prompt, a, b) -> float`. `as_judge` wraps the last two so the rest of the code sees `.compare`.
+A judge is anything `prefkit.judges.load_judge` takes (a Judge, a spec string, a callable judge(prompt, a, b));
+`as_judge` turns it into an object with `.compare(prompts, as_, bs)`.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy.stats import norm
@@ -19,55 +17,12 @@ CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 2000
 
 
-class _Adapted:
-    """`.compare` on top of a `.batch` method or a per-pair callable."""
-
-    def __init__(self, judge, name: str):
-        self.judge, self.name = judge, name
-
-    def compare(self, prompts: Sequence, as_: Sequence, bs: Sequence) -> np.ndarray:
-        if hasattr(self.judge, "batch"):
-            return np.asarray(self.judge.batch(list(prompts), list(as_), list(bs)), dtype=float)
-        return np.array([float(self.judge(p, a, b)) for p, a, b in zip(prompts, as_, bs)], dtype=float)
-
-
 def as_judge(judge):
-    """A judge with `.name` and `.compare`, from any of the three accepted forms."""
-    if hasattr(judge, "compare"):
-        return judge
-    if hasattr(judge, "batch") or callable(judge):
-        name = getattr(judge, "name", None) or getattr(judge, "__name__", None) or type(judge).__name__
-        return _Adapted(judge, name)
-    raise PrefkitError(f"a judge must have .compare(prompts, as_, bs), .batch(...), or be callable "
-                       f"judge(prompt, a, b); got {type(judge).__name__}")
+    """A judge with `.name` and `.compare`: a prefkit Judge as it is, anything else through
+    `prefkit.judges.load_judge` (a spec string, a callable judge(prompt, a, b), the task's oracle)."""
+    from prefkit.judges import load_judge
 
-
-def load_judge(spec: str, task=None):
-    """`task`: the bundled task's oracle (of `task` when given); any other spec goes to prefkit.judges.load_judge
-    (reward:PATH, pairwise:PATH, module:function; docs/judges.md), or, where that package is not installed, is
-    read as `module:attr` naming a judge in any accepted form."""
-    if spec == "task":
-        if task is None:
-            from prefkit.tasks import SyntheticTask
-            task = SyntheticTask()
-        return as_judge(task.judge)
-    try:
-        from prefkit.judges import load_judge as load_registered
-    except ImportError:
-        load_registered = None
-    if load_registered is not None:
-        return as_judge(load_registered(spec))
-    module, _, attr = spec.partition(":")
-    if not module or not attr:
-        raise PrefkitError(f"--judge {spec!r}: use 'task' or 'module:attribute' (e.g. mypkg.judges:length_judge)")
-    try:
-        judge = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as error:
-        raise PrefkitError(f"--judge {spec!r}: cannot load it ({error})") from None
-    return as_judge(judge)
-
-
-# --- confidence intervals for the mean of values in [0, 1] --------------------------------------------------
+    return judge if hasattr(judge, "compare") else load_judge(judge)
 
 
 def _wilson(values: np.ndarray, confidence: float, rng) -> tuple[float, float]:

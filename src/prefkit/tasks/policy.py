@@ -14,22 +14,14 @@ import numpy as np
 import torch
 
 from prefkit.errors import PrefkitError
+from prefkit.data.collate import pad_sequences
 from prefkit.modeling.generation import encode_completion, encode_prompt, generate
 from prefkit.modeling.logprobs import sequence_logps
 
 
 def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device=None) -> dict:
     """Right-padded input_ids, attention_mask and completion_mask from (prompt ids, completion ids) pairs."""
-    width = max(len(p) + len(c) for p, c in pairs)
-    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros_like(ids)
-    completion = torch.zeros_like(ids)
-    for row, (p, c) in enumerate(pairs):
-        ids[row, :len(p) + len(c)] = torch.tensor(p + c)
-        attention[row, :len(p) + len(c)] = 1
-        completion[row, len(p):len(p) + len(c)] = 1
-    return {k: v.to(device) for k, v in
-            (("input_ids", ids), ("attention_mask", attention), ("completion_mask", completion))}
+    return {k: v.to(device) for k, v in pad_sequences(list(pairs), pad_id).items()}
 
 
 def completion_logps(model, tokenizer, prompts: Sequence, responses: Sequence) -> torch.Tensor:
