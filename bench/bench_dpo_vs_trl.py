@@ -51,6 +51,9 @@ def build(workdir: Path, size: str, rows: int, seed: int = 0) -> tuple[Path, Pat
 
 
 def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:
+    import accelerate  # noqa: F401  imported before the clock starts, as TRL's imports are
+    from transformers import get_scheduler  # noqa: F401
+
     from prefkit.train.config import load_config
     from prefkit.train.offline import fit
 

@@ -18,8 +18,11 @@ def reference_logps(model, input_ids, attention_mask, completion_mask):
     return (per_token * completion_mask[:, 1:]).sum(-1)
 
 
-@pytest.mark.parametrize("chunk_size", [1, 7, 4096])
-def test_chunked_logps_match_full_logits(model, chunk_size):
+@pytest.mark.parametrize("chunk_size, in_memory", [(1, 0), (7, 0), (4096, 0), (7, 2 ** 25)])
+def test_chunked_logps_match_full_logits(model, chunk_size, in_memory, monkeypatch):
+    import prefkit.modeling.logprobs as engine
+
+    monkeypatch.setattr(engine, "LOGITS_IN_MEMORY", in_memory)  # 0: chunk and recompute whatever the size
     g = torch.Generator().manual_seed(1)
     input_ids = torch.randint(0, 97, (3, 11), generator=g)
     attention_mask = torch.ones_like(input_ids)

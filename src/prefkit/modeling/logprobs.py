@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 Tensor = torch.Tensor
+LOGITS_IN_MEMORY = 2 ** 25  # logits elements (128 MB in float32) computed in one pass, without recomputation
 
 
 @dataclass
@@ -38,18 +39,28 @@ def _chunk_logps(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: T
     return torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)
 
 
-def head_logps(model, hidden: Tensor, targets: Tensor, chunk_size: int = 1024) -> Tensor:
-    """log-softmax of the output head at `hidden` [B, T, H], gathered at `targets` [B, T], chunk by chunk."""
+def head_logps(model, hidden: Tensor, targets: Tensor, chunk_size: int = 1024,
+               mask: Tensor | None = None) -> Tensor:
+    """log-softmax of the output head at `hidden` [B, T, H], gathered at `targets` [B, T]; 0 where `mask` is 0.
+
+    The head runs only at masked-in positions (completion tokens: no prompt, no padding). When their logits
+    would exceed LOGITS_IN_MEMORY elements, it runs chunk by chunk and recomputes each chunk in the backward
+    pass, so memory holds one chunk of logits; below that, one pass is faster and costs little memory."""
     head = model.get_output_embeddings()
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    flat_hidden, flat_targets = hidden.reshape(-1, hidden.shape[-1]), targets.reshape(-1)
+    keep = torch.ones_like(targets, dtype=torch.bool) if mask is None else mask.bool()
+    flat_hidden, flat_targets = hidden[keep], targets[keep]
+    chunked = flat_targets.numel() * head.weight.shape[0] > LOGITS_IN_MEMORY
+    step = chunk_size if chunked else max(1, flat_targets.numel())
     pieces = []
-    for start in range(0, flat_targets.numel(), chunk_size):
-        args = (flat_hidden[start:start + chunk_size], head.weight, head.bias, flat_targets[start:start + chunk_size],
-                softcap)
-        use_checkpoint = torch.is_grad_enabled() and flat_hidden.requires_grad
+    for start in range(0, flat_targets.numel(), step):
+        args = (flat_hidden[start:start + step], head.weight, head.bias, flat_targets[start:start + step], softcap)
+        use_checkpoint = chunked and torch.is_grad_enabled() and flat_hidden.requires_grad
         pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if use_checkpoint else _chunk_logps(*args))
-    return torch.cat(pieces).view_as(targets)
+    out = torch.zeros(targets.shape, dtype=pieces[0].dtype if pieces else hidden.dtype, device=hidden.device)
+    if pieces:
+        out = out.masked_scatter(keep, torch.cat(pieces))
+    return out
 
 
 def token_logps(model, input_ids: Tensor, attention_mask: Tensor, chunk_size: int = 1024) -> Tensor:
@@ -62,10 +73,10 @@ def sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, completion_
                    chunk_size: int = 1024) -> SequenceLogps:
     """Summed log-probs of the completion tokens. `completion_mask[b, t]` = 1 when token t of row b belongs to
     the completion; the log-prob of token t is predicted at position t-1, so the mask is shifted here, once."""
-    per_position = token_logps(model, input_ids, attention_mask, chunk_size)  # position t predicts token t+1
-    target_mask = F.pad(completion_mask[:, 1:], (0, 1)).to(per_position.dtype)
-    per_token = per_position * target_mask
-    return SequenceLogps(per_token, per_token.sum(-1), target_mask.sum(-1))
+    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    target_mask = F.pad(completion_mask[:, 1:], (0, 1))  # position t predicts token t+1
+    per_token = head_logps(model, hidden, F.pad(input_ids[:, 1:], (0, 1)), chunk_size, target_mask)
+    return SequenceLogps(per_token, per_token.sum(-1), target_mask.sum(-1).to(per_token.dtype))
 
 
 def shared_prompt_logps(model, prompt_ids: Tensor, prompt_mask: Tensor, completion_ids: Tensor,
@@ -92,7 +103,7 @@ def shared_prompt_logps(model, prompt_ids: Tensor, prompt_mask: Tensor, completi
                      use_cache=True).last_hidden_state
     last_prompt = prompt.last_hidden_state[torch.arange(batch), prompt_mask.sum(-1) - 1].repeat_interleave(k, 0)
     hidden = torch.cat([last_prompt[:, None], hidden[:, :-1]], dim=1)  # the state that predicts each token
-    per_token = head_logps(model, hidden, ids, chunk_size) * mask.to(hidden.dtype)
+    per_token = head_logps(model, hidden, ids, chunk_size, mask)
     per_token = per_token[torch.argsort(order)]  # back to the caller's row order
     return SequenceLogps(per_token, per_token.sum(-1), completion_mask.sum(-1).to(per_token.dtype))
 
