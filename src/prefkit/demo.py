@@ -39,7 +39,9 @@ class Settings:
     offline_lr: float = 1e-4
     iterations: int = 6
     prompts_per_iteration: int = 64
-    selfplay_lr: float = 1e-4
+    selfplay_prompts: str = "task:balanced"  # half cyclic prompts: where the Nash equilibrium is mixed
+    selfplay_lr: float = 3e-4
+    selfplay_epochs: int = 3
     eval_samples: int = 64  # generated answers for the entropy measurement
 
 
@@ -144,8 +146,8 @@ def _selfplay(name, loss, params, refresh, reference_dir, out, settings, seed):
     config = SelfPlayConfig(model=str(reference_dir), output_dir=str(folder), loss=loss, loss_params=params,
                             refresh_every=refresh, iterations=settings.iterations,
                             prompts_per_iteration=settings.prompts_per_iteration, samples_per_prompt=4,
-                            max_new_tokens=8, learning_rate=settings.selfplay_lr, eval_limit=32, seed=seed,
-                            progress=False).validate()
+                            max_new_tokens=8, learning_rate=settings.selfplay_lr, epochs=settings.selfplay_epochs,
+                            prompts=settings.selfplay_prompts, eval_limit=32, seed=seed, progress=False).validate()
     print(f"self-play: {name} ({settings.iterations} iterations)", flush=True)
     final = selfplay(config)
     curve = [{"iteration": r["step"], "duality_gap": r.get("duality_gap"), "winrate_vs_initial": r["winrate_vs_initial"]}

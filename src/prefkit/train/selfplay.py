@@ -107,14 +107,20 @@ def _due(config, t, state, model, magnet, tokenizer, task, eval_prompts) -> bool
 
 
 def _prompts(config: SelfPlayConfig):
-    if config.prompts == "task":
+    """(task or None, training prompts, eval prompts). `task` trains on all of the bundled task's prompts,
+    `task:cyclic` / `task:transitive` on one family, `task:balanced` alternates the two families."""
+    if config.prompts.split(":")[0] == "task":
         from prefkit.tasks import SyntheticTask
 
-        task = SyntheticTask()
-        cyclic, transitive = task.prompts("cyclic", split="eval"), task.prompts("transitive", split="eval")
-        mixed = [p for pair in zip(cyclic, transitive) for p in pair] + cyclic[len(transitive):] + \
-            transitive[len(cyclic):]  # both kinds among the first eval_limit prompts
-        return task, task.prompts(split="train"), mixed
+        task, which = SyntheticTask(), config.prompts.partition(":")[2] or "all"
+        families = {kind: task.prompts(kind, split="train") for kind in ("cyclic", "transitive")}
+        choices = {"all": task.prompts(split="train"), "cyclic": families["cyclic"],
+                   "transitive": families["transitive"], "balanced": _alternate(*families.values())}
+        if which not in choices:
+            raise PrefkitError(f"config: prompts {config.prompts!r}: use task, task:cyclic, task:transitive or "
+                               "task:balanced, or a file")
+        evaluation = _alternate(task.prompts("cyclic", split="eval"), task.prompts("transitive", split="eval"))
+        return task, choices[which], evaluation  # both kinds among the first eval_limit prompts
     from prefkit.data.sources import load_rows
 
     rows = load_rows(config.prompts).rows
@@ -124,6 +130,12 @@ def _prompts(config: SelfPlayConfig):
     evaluation = [raw["prompt"] for _, raw in load_rows(config.eval_prompts).rows] if config.eval_prompts \
         else prompts[:32]
     return None, prompts, evaluation
+
+
+def _alternate(first: list, second: list) -> list:
+    """first[0], second[0], first[1], ...; the shorter list cycles, so both families appear equally often."""
+    longest = max(len(first), len(second))
+    return [p for i in range(longest) for p in (first[i % len(first)], second[i % len(second)])]
 
 
 def _iteration_prompts(prompts: list, t: int, count: int) -> list:
