@@ -92,21 +92,6 @@ def test_entanglement_regimes_on_numbers():
 # --- model-facing functions on the tiny task model ------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def task():
-    return SyntheticTask()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(task):
-    return task.tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(task):
-    return task.model(seed=0, hidden_size=32).eval()
-
-
 def pair(tokenizer, prompt, chosen, rejected, row=1):
     return PairExample(encode_prompt(tokenizer, prompt), encode_completion(tokenizer, chosen),
                        encode_completion(tokenizer, rejected), row)

@@ -12,21 +12,6 @@ from prefkit.tasks import (SyntheticTask, canonical_distribution, completion_nll
                            write_jsonl)
 
 
-@pytest.fixture(scope="module")
-def task():
-    return SyntheticTask()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(task):
-    return task.tokenizer()
-
-
-@pytest.fixture(scope="module")
-def model(task):
-    return task.model(seed=0, hidden_size=32).eval()
-
-
 def all_prompts(task):
     return task.prompts(None, "train") + task.prompts(None, "eval")
 
