@@ -16,7 +16,7 @@ from prefkit.eval.gaps import exact_gap_metrics
 from prefkit.eval.pairs import pair_logps, ranking_metrics
 from prefkit.eval.samples import sample
 from prefkit.games import duality_gap
-from prefkit.tasks import SyntheticTask, encode_completion, encode_prompt, sample_responses
+from prefkit.tasks import encode_completion, encode_prompt, sample_responses
 
 
 # --- ranking on numbers -----------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from prefkit.tasks import (SyntheticTask, canonical_distribution, completion_nll, encode_completion, encode_prompt,
+from prefkit.tasks import (canonical_distribution, completion_nll, encode_completion, encode_prompt,
                            exact_gap, label_pairs, preference_rows, pretrain, sample_responses, unpaired_rows,
                            write_jsonl)
 
