@@ -39,7 +39,7 @@ def config(initial, out, **values):
     ("mpo", {"eta": 2.0, "alpha": 0.2}, {"refresh_every": 1}),
     ("inpo", {"eta": 1.4, "tau": 0.2}, {}),
     ("sppo", {"eta": 2.0}, {}),
-    ("nash_md", {"beta": 0.1}, {}),
+    ("nash_md", {"beta": 0.1}, {"mixture_coef": 0.125}),
     ("online_ipo", {"beta": 1.0}, {}),
     ("mpo_pg", {"eta": 2.0, "alpha": 0.2}, {}),
 ])
@@ -53,6 +53,8 @@ def test_one_iteration_of_each_method(initial, tmp_path, loss, params, extra):
     assert (final / "model.safetensors").is_file() and (tmp_path / "plots" / "duality_gap.png").is_file()
     samples = json.loads((tmp_path / "iter-0001" / "samples.json").read_text())
     assert len(samples["samples"]) == 4 and all(len(group) == 3 for group in samples["samples"])
+    opponents = 3 if extra.get("mixture_coef") else 0  # Nash-MD's opponents from the geometric mixture
+    assert all(len(group) == opponents for group in samples["opponents"])
 
 
 def test_pairs_from_a_judged_group():

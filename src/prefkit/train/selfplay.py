@@ -20,7 +20,7 @@ import torch
 
 from prefkit import losses
 from prefkit.errors import PrefkitError
-from prefkit.modeling.generation import Sample, generate
+from prefkit.modeling.generation import Sample, generate, generate_mixture
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
 from prefkit.train.checkpoint import replace_dir
@@ -55,11 +55,14 @@ def selfplay(config: SelfPlayConfig) -> Path:
     for t in range(state["completed"] + 1, config.iterations + 1):
         folder = out / f"iter-{t:04d}"
         prompts = _iteration_prompts(train_prompts, t, config.prompts_per_iteration)
-        samples = _samples(folder, model, tokenizer, prompts, config, seed=config.seed * 1000 + t)
-        texts = [[s.text for s in group] for group in samples]
+        samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config,
+                                      seed=config.seed * 1000 + t)
+        texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
         matrices = preference_matrix(judge, prompts, texts, checkpoint=folder / "judged.npz",
                                      chunk_size=config.judge_chunk_size)
-        examples, inputs = build_examples(prompts, samples, matrices, win_rates(matrices), tokenizer, config,
+        k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
+        rates = matrices[:, :k, k:].mean(-1) if config.mixture_coef else win_rates(matrices)
+        examples, inputs = build_examples(prompts, samples, matrices[:, :k, :k], rates, tokenizer, config,
                                           per_response, seed=config.seed * 1000 + t)
         tables = _score(folder, model, magnet.model, examples, tokenizer, config, per_response)
         losses_seen = fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response, seed=t)
@@ -145,15 +148,22 @@ def _iteration_prompts(prompts: list, t: int, count: int) -> list:
     return [prompts[order[(start + i) % len(prompts)]] for i in range(count)]
 
 
-def _samples(folder: Path, model, tokenizer, prompts, config, seed: int) -> list[list[Sample]]:
+def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed: int):
+    """K samples per prompt from π_t and, with `mixture_coef` > 0, K opponents from the geometric mixture
+    π_t^(1−β)·π_ref^β (Nash-MD). Saved once; a resumed iteration reuses them."""
     path = folder / "samples.json"
     if path.is_file():  # sampled before an interruption: reuse, never resample
         saved = json.loads(path.read_text())
-        return [[Sample(s["text"], s["ids"]) for s in group] for group in saved["samples"]]
-    samples = generate(model, tokenizer, prompts, config.samples_per_prompt, seed=seed,
-                       temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
-    _write_json(path, {"prompts": prompts, "samples": [[vars(s) for s in g] for g in samples]})
-    return samples
+        load = lambda groups: [[Sample(s["text"], s["ids"]) for s in group] for group in groups]  # noqa: E731
+        return load(saved["samples"]), load(saved["opponents"])
+    options = dict(seed=seed, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    samples = generate(model, tokenizer, prompts, config.samples_per_prompt, top_p=config.top_p, **options)
+    opponents = generate_mixture(model, magnet_model, tokenizer, prompts, config.samples_per_prompt,
+                                 coef=config.mixture_coef, **{**options, "seed": seed + 1}) if config.mixture_coef \
+        else [[] for _ in prompts]
+    _write_json(path, {"prompts": prompts, "samples": [[vars(s) for s in g] for g in samples],
+                       "opponents": [[vars(s) for s in g] for g in opponents]})
+    return samples, opponents
 
 
 def _eval_samples(out: Path, t: int, model, tokenizer, prompts, config) -> list[Sample]:

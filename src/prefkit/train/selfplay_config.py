@@ -22,6 +22,7 @@ class SelfPlayConfig:
     # the game: magnet / reference refresh (MPO, COMAL); None = a fixed reference (INPO, SPPO, Nash-MD)
     refresh_every: int | None = None
     refresh_gap: float | None = None  # adaptive: refresh when the estimated regularised gap falls below this
+    mixture_coef: float = 0.0  # Nash-MD: opponents sampled from π^(1−β)·π_ref^β with β = mixture_coef (0: none)
     # one iteration: sample K per prompt from π_t, judge, pair, fit E epochs
     iterations: int = 6
     prompts_per_iteration: int = 64
@@ -61,6 +62,8 @@ class SelfPlayConfig:
                 raise PrefkitError(f"config: '{name}' must be >= 1 (got {getattr(self, name)})")
         if self.samples_per_prompt < 2:
             raise PrefkitError("config: 'samples_per_prompt' must be >= 2 (win rates need an opponent)")
+        if not 0 <= self.mixture_coef <= 1:
+            raise PrefkitError(f"config: 'mixture_coef' must be in [0, 1] (got {self.mixture_coef})")
         if self.refresh_every is not None and self.refresh_every < 1:
             raise PrefkitError(f"config: 'refresh_every' must be >= 1 or null (got {self.refresh_every})")
         spec = losses.get(self.loss)
