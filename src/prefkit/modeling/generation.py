@@ -40,9 +40,13 @@ def encode_completion(tokenizer, response) -> list[int]:
 
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
-             top_p: float = 1.0, max_new_tokens: int = 32, batch_size: int = 256) -> list[list[Sample]]:
+             top_p: float = 1.0, max_new_tokens: int = 32, batch_size: int = 256,
+             mixture: tuple | None = None) -> list[list[Sample]]:
     """n samples per prompt (batched, left-padded, KV cache), decoded up to the first EOS. Seeded without
-    touching the global torch RNG."""
+    touching the global torch RNG. `mixture=(reference, β)` samples from π^(1−β)·π_ref^β instead, mixed token
+    by token as Nash-MD does (β = 0 is the policy itself)."""
+    from transformers import LogitsProcessorList
+
     encoded = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     samples: list[Sample] = []
@@ -54,11 +58,12 @@ def generate(model, tokenizer, prompts: Sequence, n: int = 1, *, seed: int = 0, 
             chunk = encoded[start:start + batch_size]
             width = max(len(e) for e in chunk)
             ids = torch.tensor([[pad] * (width - len(e)) + e for e in chunk], device=model.device)
-            attention = torch.arange(width, device=ids.device)[None] >= torch.tensor(
-                [width - len(e) for e in chunk], device=ids.device)[:, None]
-            out = model.generate(input_ids=ids, attention_mask=attention.long(), do_sample=True,
-                                 temperature=temperature, top_k=0, top_p=top_p, max_new_tokens=max_new_tokens,
-                                 pad_token_id=pad, eos_token_id=eos)
+            attention = (torch.arange(width, device=ids.device)[None] >= torch.tensor(
+                [width - len(e) for e in chunk], device=ids.device)[:, None]).long()
+            processors = LogitsProcessorList([_GeometricMixture(*mixture, width, attention)] if mixture else [])
+            out = model.generate(input_ids=ids, attention_mask=attention, do_sample=True, temperature=temperature,
+                                 top_k=0, top_p=top_p, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                 eos_token_id=eos, logits_processor=processors)
             for row in out[:, width:].tolist():
                 tokens = row[:row.index(eos) + 1] if eos in row else row
                 text_tokens = tokens[:-1] if tokens and tokens[-1] == eos else tokens
@@ -71,9 +76,8 @@ class _GeometricMixture:
     """Logits processor: next-token log-probs of π^(1−β)·π_ref^β (Nash-MD's opponent), token by token. The
     reference re-reads the whole prefix at every step (no cache of its own): fine for short answers."""
 
-    def __init__(self, reference, coef: float, pad_token_id: int, prompt_width: int, prompt_mask: torch.Tensor):
-        self.reference, self.coef, self.pad, self.width, self.prompt_mask = (reference, coef, pad_token_id,
-                                                                            prompt_width, prompt_mask)
+    def __init__(self, reference, coef: float, prompt_width: int, prompt_mask: torch.Tensor):
+        self.reference, self.coef, self.width, self.prompt_mask = reference, coef, prompt_width, prompt_mask
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         generated = torch.ones_like(input_ids[:, self.width:])
@@ -82,33 +86,3 @@ class _GeometricMixture:
         logits = self.reference(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits[:, -1]
         return (1 - self.coef) * torch.log_softmax(scores, -1) + self.coef * torch.log_softmax(
             logits.to(scores.dtype), -1)
-
-
-@torch.no_grad()
-def generate_mixture(model, reference, tokenizer, prompts: Sequence, n: int = 1, *, coef: float, seed: int = 0,
-                     temperature: float = 1.0, max_new_tokens: int = 32) -> list[list[Sample]]:
-    """n samples per prompt from the geometric mixture π^(1−coef)·π_ref^coef, mixed token by token as Nash-MD
-    does (coef = 0 is the policy itself, coef = 1 the reference)."""
-    from transformers import LogitsProcessorList
-
-    encoded = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    width = max(len(e) for e in encoded)
-    ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=model.device)
-    mask = (torch.arange(width, device=ids.device)[None] >= torch.tensor(
-        [width - len(e) for e in encoded], device=ids.device)[:, None]).long()
-    mixture = _GeometricMixture(reference, coef, pad, width, mask)
-    was_training = model.training
-    model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=temperature, top_k=0,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad, eos_token_id=eos,
-                             logits_processor=LogitsProcessorList([mixture]))
-    model.train(was_training)
-    samples = []
-    for row in out[:, width:].tolist():
-        tokens = row[:row.index(eos) + 1] if eos in row else row
-        samples.append(Sample(tokenizer.decode(tokens[:-1] if tokens[-1:] == [eos] else tokens,
-                                               skip_special_tokens=False), tokens))
-    return [samples[i * n:(i + 1) * n] for i in range(len(prompts))]

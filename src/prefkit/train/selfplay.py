@@ -20,7 +20,7 @@ import torch
 
 from prefkit import losses
 from prefkit.errors import PrefkitError
-from prefkit.modeling.generation import Sample, generate, generate_mixture
+from prefkit.modeling.generation import Sample, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
 from prefkit.train.checkpoint import replace_dir
@@ -158,9 +158,9 @@ def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed
         return load(saved["samples"]), load(saved["opponents"])
     options = dict(seed=seed, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
     samples = generate(model, tokenizer, prompts, config.samples_per_prompt, top_p=config.top_p, **options)
-    opponents = generate_mixture(model, magnet_model, tokenizer, prompts, config.samples_per_prompt,
-                                 coef=config.mixture_coef, **{**options, "seed": seed + 1}) if config.mixture_coef \
-        else [[] for _ in prompts]
+    mixture = (magnet_model, config.mixture_coef)
+    opponents = generate(model, tokenizer, prompts, config.samples_per_prompt, mixture=mixture,
+                         **{**options, "seed": seed + 1}) if config.mixture_coef else [[] for _ in prompts]
     _write_json(path, {"prompts": prompts, "samples": [[vars(s) for s in g] for g in samples],
                        "opponents": [[vars(s) for s in g] for g in opponents]})
     return samples, opponents
