@@ -176,3 +176,32 @@ def test_bad_rows_are_skipped_and_recorded_in_the_run_directory(workspace, tmp_p
     fit(config(workspace, tmp_path / "lenient", data=str(data), max_steps=1, on_bad_rows="skip"))
     skipped = (tmp_path / "lenient" / "skipped_rows.jsonl").read_text().splitlines()
     assert len(skipped) == 1 and json.loads(skipped[0])["row"] == len(lines) + 1
+
+
+def test_bco_reward_shift_tracks_the_running_mean_of_rewards(workspace, tmp_path, monkeypatch):
+    from prefkit.train import batches
+
+    shifts = []
+    real_inputs = batches.BatchStatistics.inputs
+    monkeypatch.setattr(batches.BatchStatistics, "inputs", lambda self: (shifts.append(self.reward_shift),
+                                                                          real_inputs(self))[1])
+    fit(config(workspace, tmp_path, data=workspace["unpaired"], loss="bco", max_steps=3))
+    assert shifts[0] == 0.0 and shifts[-1] != 0.0  # δ starts at 0 and follows the rewards as training moves them
+
+
+def test_resume_restores_a_trust_region_reference(workspace, tmp_path, monkeypatch):
+    options = dict(reference="copy", ref_sync_steps=1, ref_mixup_alpha=0.5, max_steps=4, save_steps=2)
+    fit(config(workspace, tmp_path / "once", **options))
+    real_save = checkpoint.save
+
+    def save_then_die(accelerator, output_dir, state, keep):
+        real_save(accelerator, output_dir, state, keep)
+        raise Interrupted
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Interrupted):
+        fit(config(workspace, tmp_path / "twice", **options))
+    monkeypatch.setattr(checkpoint, "save", real_save)
+    fit(config(workspace, tmp_path / "twice", resume=True, **options))
+    once, twice = weights(tmp_path / "once" / "final"), weights(tmp_path / "twice" / "final")
+    assert all(torch.equal(once[k], twice[k]) for k in once)

@@ -101,6 +101,8 @@ def fit(config: TrainConfig) -> Path:
                               optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    if config.ref_sync_steps:  # a moving reference is state too: resume must restore it
+        accelerator.register_for_checkpointing(reference.model)
 
     state = checkpoint.TrainerState()
     previous = checkpoint.checkpoints(output_dir) if config.resume else []
@@ -181,14 +183,21 @@ def _batch_loss(policy, reference, batch, examples, indices, tokenizer, config, 
     result = losses.evaluate(names if len(names) > 1 else names[0], weights=config.loss_weights,
                              **inputs, **statistics.inputs(), **config.loss_params)
     loss = (result.losses * batch["weights"]).mean()
-    if "ref_chosen_logps" in inputs:
-        h = (inputs["chosen_logps"] - inputs["ref_chosen_logps"]) - (inputs["rejected_logps"]
-                                                                     - inputs["ref_rejected_logps"])
-        rewards = torch.cat([inputs["chosen_logps"] - inputs["ref_chosen_logps"],
-                             inputs["rejected_logps"] - inputs["ref_rejected_logps"]])
-        statistics.update(config.loss_params.get("beta", 0.1) * rewards, h)
+    statistics.update(*_implicit_rewards(inputs, config.loss_params.get("beta", 0.1)))
     metrics = {"loss": loss.item(), **{k: v.item() for k, v in result.metrics.items()}}
     return loss, metrics
+
+
+def _implicit_rewards(inputs: dict, beta: float):
+    """β·(log π − log π_ref) of every completion in the batch (BCO's reward shift) and the DPO logit h of every
+    pair (β-DPO's gap mean); None where the batch has no reference log-probs."""
+    if "ref_logps" in inputs:  # unpaired
+        return beta * (inputs["logps"] - inputs["ref_logps"]), None
+    if "ref_chosen_logps" not in inputs:
+        return None, None
+    chosen = inputs["chosen_logps"] - inputs["ref_chosen_logps"]
+    rejected = inputs["rejected_logps"] - inputs["ref_rejected_logps"]
+    return beta * torch.cat([chosen, rejected]), chosen - rejected
 
 
 @torch.no_grad()
