@@ -131,6 +131,7 @@ def test_mixture_from_the_command_line(workspace, tmp_path, capsys):
     (["loss_params.betta=0.1"], "betta"),
     (["--loss", "dpoo"], "unknown loss 'dpoo'"),
     (["reference=sideways"], "reference"),
+    (["--model", "./no/such/model"], "model path not found: ./no/such/model"),
 ])
 def test_config_errors_are_one_clear_line(workspace, tmp_path, capsys, args, message):
     base = ["train", "--model", workspace["model"], "--data", workspace["data"], "--output-dir", str(tmp_path)]

@@ -5,6 +5,7 @@ Nothing reaches the network unless the user names a hub id; `trust_remote_code` 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -14,9 +15,17 @@ from prefkit.errors import PrefkitError
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _check_local(name_or_path: str) -> None:
+    """A path that is clearly local but missing gets a plain message, not the hub's repo-id rules."""
+    if (name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1) and not os.path.exists(
+            os.path.expanduser(name_or_path)):
+        raise PrefkitError(f"model path not found: {name_or_path}")
+
+
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    _check_local(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
@@ -31,6 +40,7 @@ def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: 
     """An `AutoModelForCausalLM`, with a fresh LoRA adapter when `lora` is given (QLoRA with `load_in_4bit`)."""
     from transformers import AutoModelForCausalLM
 
+    _check_local(name_or_path)
     if dtype not in DTYPES:
         raise PrefkitError(f"config: 'dtype' must be one of {', '.join(DTYPES)} (got {dtype!r})")
     kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code}

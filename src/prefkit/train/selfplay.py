@@ -35,6 +35,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
     """Run `config.iterations` self-play iterations; returns the directory of the final policy."""
     from prefkit.judges import load_judge, preference_matrix, win_rates
 
+    judge = load_judge(config.judge)  # a bad judge spec fails before any model loads
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = _read_state(out) if config.resume else {"completed": 0, "magnet": 0}
@@ -44,7 +45,6 @@ def selfplay(config: SelfPlayConfig) -> Path:
     magnet_dir = out / "magnet"
     magnet = FrozenCopy(load_model(str(magnet_dir), dtype=config.dtype) if config.resume and magnet_dir.is_dir()
                         else model, config.logprob_chunk_size, share_prompt(config))
-    judge = load_judge(config.judge)
     task, train_prompts, eval_prompts = _prompts(config)
     eval_prompts = eval_prompts[:config.eval_limit]
     spec = losses.get(config.loss)
