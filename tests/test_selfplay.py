@@ -114,3 +114,11 @@ def test_an_interrupted_run_resumes_without_rejudging_or_resampling(initial, tmp
     train_calls = 2 * 6  # the 2 prompts not yet judged: 6 ordered pairs each, nothing else re-judged
     eval_calls = 2 * 4 * 2  # win rates against π_0 and π_{t-1}: 4 eval prompts, both orders
     assert len(log.read_text().splitlines()) == train_calls + eval_calls
+
+
+@pytest.mark.parametrize("threshold, expected", [(10.0, [1.0, 1.0]), (1e-9, [0.0, 0.0])])
+def test_adaptive_refresh_follows_the_regularised_gap(initial, tmp_path, threshold, expected):
+    # the regularised gap on the task's canonical sets is always below 10 and never below 1e-9 here
+    selfplay(config(initial, tmp_path, iterations=2, loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2},
+                    refresh_gap=threshold))
+    assert [r["refreshed"] for r in read_metrics(tmp_path)] == expected
