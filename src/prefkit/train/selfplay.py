@@ -52,6 +52,10 @@ def selfplay(config: SelfPlayConfig) -> Path:
     tracker = Tracker(out, ["jsonl"], {}, enabled=True)
     baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config)  # π_0's answers, once
 
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.iterations, initial=state["completed"], desc=f"self-play {config.loss}", unit="iter",
+               disable=not config.progress)
     for t in range(state["completed"] + 1, config.iterations + 1):
         folder = out / f"iter-{t:04d}"
         prompts = _iteration_prompts(train_prompts, t, config.prompts_per_iteration)
@@ -81,9 +85,11 @@ def selfplay(config: SelfPlayConfig) -> Path:
         tracker.log(t, metrics)
         state["completed"] = t
         _write_json(out / "state.json", state)
+        bar.update(1)
         if config.progress:
             shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items() if not k.endswith(("_low", "_high")))
-            print(f"iteration {t}/{config.iterations}: {shown}", flush=True)
+            bar.write(f"iteration {t}/{config.iterations}: {shown}")
+    bar.close()
     _plot(out)
     final = out / "final"
     _save_model(model, tokenizer, final)
