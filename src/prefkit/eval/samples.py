@@ -31,45 +31,24 @@ class Samples:
         return [len(ids) - int(stop) for ids, stop in zip(self.completion_ids, self.stopped)]
 
 
-def encode_prompts(tokenizer, prompts: Sequence) -> list[list[int]]:
-    """Chat-templated prompt ids (as training data is rendered) when the tokenizer has a chat template; the
-    plain text's tokens otherwise. Conversational prompts need a template."""
-    from prefkit.tasks.policy import encode_prompt
-
-    if getattr(tokenizer, "chat_template", None):
-        return [encode_prompt(tokenizer, p) for p in prompts]
-    if not all(isinstance(p, str) for p in prompts):
-        raise PrefkitError("conversational prompts need a tokenizer with a chat template")
-    return [tokenizer(p)["input_ids"] for p in prompts]
-
-
 @torch.no_grad()
 def sample(model, tokenizer, prompts: Sequence, n: int = 1, *, prompt_ids: Sequence[list[int]] | None = None,
            seed: int = 0, temperature: float = 1.0, max_new_tokens: int = 64, batch_size: int = 64) -> Samples:
-    """n sampled responses per prompt. `prompt_ids` (already encoded, e.g. from a data set) overrides encoding."""
+    """n sampled responses per prompt (through `prefkit.modeling.generation.generate`). `prompt_ids` (already
+    encoded, e.g. from a data set) overrides encoding."""
+    from prefkit.modeling.generation import encode_prompt, generate
+
     if n < 1 or not prompts:
         raise PrefkitError(f"sampling needs n >= 1 and at least one prompt; got n={n}, {len(prompts)} prompts")
-    encoded = list(prompt_ids) if prompt_ids is not None else encode_prompts(tokenizer, prompts)
-    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    device = next(model.parameters()).device
-    flat = [(p, ids) for p, ids in zip(prompts, encoded) for _ in range(n)]
+    encoded = list(prompt_ids) if prompt_ids is not None else [encode_prompt(tokenizer, p) for p in prompts]
+    groups = generate(model, tokenizer, prompts, n, seed=seed, temperature=temperature,
+                      max_new_tokens=max_new_tokens, batch_size=batch_size, prompt_ids=encoded)
     out = Samples()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(flat), batch_size):
-            chunk = flat[start:start + batch_size]
-            width = max(len(ids) for _, ids in chunk)
-            ids = torch.tensor([[pad] * (width - len(e)) + e for _, e in chunk], device=device)  # left padding
-            attention = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for _, e in chunk], device=device)
-            generated = model.generate(input_ids=ids, attention_mask=attention, do_sample=True,
-                                       temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                                       pad_token_id=pad, eos_token_id=eos)
-            for (prompt, prompt_ids_), row in zip(chunk, generated[:, width:].tolist()):
-                stopped = eos in row
-                row = row[:row.index(eos) + 1] if stopped else row
-                out.prompts.append(prompt)
-                out.prompt_ids.append(list(prompt_ids_))
-                out.completion_ids.append(row)
-                out.texts.append(tokenizer.decode(row[:-1] if stopped else row, skip_special_tokens=False))
-                out.stopped.append(stopped)
+    for prompt, ids, group in zip(prompts, encoded, groups):
+        for s in group:
+            out.prompts.append(prompt)
+            out.prompt_ids.append(list(ids))
+            out.completion_ids.append(s.ids)
+            out.texts.append(s.text)
+            out.stopped.append(bool(s.ids) and s.ids[-1] == tokenizer.eos_token_id)
     return out

@@ -41,13 +41,14 @@ def encode_completion(tokenizer, response) -> list[int]:
 @torch.no_grad()
 def generate(model, tokenizer, prompts: Sequence, n: int = 1, *, seed: int = 0, temperature: float = 1.0,
              top_p: float = 1.0, max_new_tokens: int = 32, batch_size: int = 256,
-             mixture: tuple | None = None) -> list[list[Sample]]:
+             mixture: tuple | None = None, prompt_ids: Sequence[list[int]] | None = None) -> list[list[Sample]]:
     """n samples per prompt (batched, left-padded, KV cache), decoded up to the first EOS. Seeded without
     touching the global torch RNG. `mixture=(reference, β)` samples from π^(1−β)·π_ref^β instead, mixed token
-    by token as Nash-MD does (β = 0 is the policy itself)."""
+    by token as Nash-MD does (β = 0 is the policy itself). `prompt_ids` (already encoded) skips the encoding."""
     from transformers import LogitsProcessorList
 
-    encoded = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
+    encoded = [list(ids) for ids in (prompt_ids if prompt_ids is not None else
+                                     [encode_prompt(tokenizer, p) for p in prompts]) for _ in range(n)]
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     samples: list[Sample] = []
     was_training = model.training
