@@ -6,7 +6,7 @@ A judge is anything `prefkit.judges.load_judge` takes (a Judge, a spec string, a
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy.stats import norm

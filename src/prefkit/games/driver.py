@@ -74,6 +74,7 @@ def run(game, update, log_pi, log_mu, *, steps, eta, alpha, win_rate=None, refre
     gaps, average_gaps = [], []
     weighted_sum, weight_total = 0.0, 0.0
     refreshes = np.zeros(log_pi.shape[:-1], dtype=int)
+    start_gap = None  # the inner gap when the magnet last moved (adaptive refresh); set at t = 0
     memory: dict = {}
     for t in range(steps + 1):
         pi = np.exp(log_pi)

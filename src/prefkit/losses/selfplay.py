@@ -9,7 +9,6 @@ notation (prefkit.games), whose exact tabular updates these losses reproduce in 
 
 from __future__ import annotations
 
-import torch
 
 from prefkit.losses.registry import LossOutput, Tensor, register, require
 
