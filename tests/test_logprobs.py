@@ -1,4 +1,5 @@
-"""The chunked log-prob engine equals the plain full-logits computation, values and gradients."""
+"""The log-prob engine equals the plain full-logits computation (values and gradients), chunked or not, padded
+or packed."""
 
 import pytest
 import torch
@@ -45,40 +46,90 @@ def test_chunked_logps_match_full_logits(model, chunk_size, in_memory, monkeypat
     model.zero_grad()
 
 
-def test_shared_prompt_logps_equal_the_concatenated_forward(model):
-    from prefkit.modeling.logprobs import shared_prompt_logps
+def _groups(sizes, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    ids = lambda n: torch.randint(1, 97, (n,), generator=g).tolist()
+    return [(ids(p), [ids(c) for c in completions]) for p, completions in sizes]
 
-    g = torch.Generator().manual_seed(3)
-    prompts = [torch.randint(1, 97, (n,), generator=g) for n in (3, 6)]
-    completions = [torch.randint(1, 97, (n,), generator=g) for n in (4, 2, 5, 1)]  # chosen 0, 1; rejected 0, 1
-    pairs = [(prompts[0], completions[0]), (prompts[1], completions[1]), (prompts[0], completions[2]),
-             (prompts[1], completions[3])]
-    width = max(len(p) + len(c) for p, c in pairs)
-    input_ids = torch.zeros(4, width, dtype=torch.long)
-    attention = torch.zeros_like(input_ids)
-    completion_mask = torch.zeros_like(input_ids)
-    for row, (p, c) in enumerate(pairs):
-        input_ids[row, :len(p) + len(c)] = torch.cat([p, c])
-        attention[row, :len(p) + len(c)] = 1
-        completion_mask[row, len(p):len(p) + len(c)] = 1
-    expected = sequence_logps(model, input_ids, attention, completion_mask)
 
-    prompt_ids = torch.zeros(2, 6, dtype=torch.long)
-    prompt_mask = torch.zeros_like(prompt_ids)
-    for row, p in enumerate(prompts):
-        prompt_ids[row, :len(p)], prompt_mask[row, :len(p)] = p, 1
-    completion_ids = torch.zeros(4, 5, dtype=torch.long)
-    completion_only = torch.zeros_like(completion_ids)
-    for row, (_, c) in enumerate(pairs):
-        completion_ids[row, :len(c)], completion_only[row, :len(c)] = c, 1
-    shared = shared_prompt_logps(model, prompt_ids, prompt_mask, completion_ids, completion_only)
-    assert shared.logps.tolist() == pytest.approx(expected.logps.tolist(), rel=1e-12), shared.logps - expected.logps
-    assert shared.lengths.tolist() == [4, 2, 5, 1]
+def _padded(groups):
+    """The same completions as right-padded prompt+completion rows, in packing's row order (completion-major)."""
+    from prefkit.data.collate import pad_sequences
 
-    shared.logps.sum().backward()
+    k = len(groups[0][1])
+    return pad_sequences([(prompt, completions[j]) for j in range(k) for prompt, completions in groups], 0)
+
+
+# prompt lengths include 0 (first completion token unpredicted) and 1; K = 1 (unpaired), 2 (pairs), 3 (self-play)
+@pytest.mark.parametrize("sizes", [
+    [(3, [4, 5]), (6, [2, 1]), (1, [7, 3]), (0, [3, 4])],
+    [(5, [4]), (2, [9]), (0, [2])],
+    [(4, [3, 1, 6]), (2, [5, 5, 2])],
+])
+def test_packed_logps_equal_the_padded_forward(model, sizes):
+    from prefkit.modeling.logprobs import packed_logps
+    from prefkit.modeling.packing import pack
+
+    groups = _groups(sizes)
+    batch = _padded(groups)
+    expected = sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    packed = packed_logps(model, pack(groups))
+    assert packed.logps.tolist() == pytest.approx(expected.logps.tolist(), rel=1e-12)
+    assert packed.lengths.tolist() == expected.lengths.tolist()
+
+    packed.logps.sum().backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     expected.logps.sum().backward()
-    for (name, p), got in zip(model.named_parameters(), grads):  # backward kernels differ: agree to float32 precision
+    # a prompt's gradient is summed before, not after, transformers' RMSNorm casts to float32: float32 agreement
+    for (name, p), got in zip(model.named_parameters(), grads):
         assert torch.allclose(got, p.grad, rtol=1e-6, atol=1e-6 * p.grad.abs().max()), name
     model.zero_grad()
+
+
+def test_packed_layout_has_no_padding_and_each_prompt_once():
+    from prefkit.modeling.packing import pack
+
+    groups = _groups([(3, [4, 5]), (6, [2, 1])])
+    packed = pack(groups)
+    assert packed.input_ids.shape == (1, 3 + 4 + 5 + 6 + 2 + 1)
+    assert packed.position_ids[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 6]
+    mask = packed.segment_mask[0, 0]
+    chosen, rejected = range(3, 7), range(7, 12)
+    assert not mask[rejected][:, chosen].any()  # a completion never sees its sibling
+    assert mask[rejected][:, :3].all() and mask[chosen][:, :3].all()  # both see the whole prompt
+    assert packed.rows.tolist() == [0] * 4 + [2] * 5 + [1] * 2 + [3] * 1  # chosen rows 0..1, rejected 2..3
+
+
+def test_models_that_cannot_pack_use_the_padded_forward(model):
+    from prefkit.modeling.logprobs import batch_logps
+    from prefkit.modeling.packing import pack, supports_packing
+    from prefkit.train.batches import collate
+    from prefkit.data import PairExample
+
+    eager = tiny_llama(97, hidden_size=32, seed=0).double()
+    eager.config._attn_implementation = "eager"
+    groups = _groups([(3, [4, 5]), (2, [1, 6])])
+    assert not supports_packing(eager, pack(groups))
+    windowed = tiny_llama(97, hidden_size=32, seed=0).double()
+    windowed.config.sliding_window = 4  # segments are longer than the window: the tree mask would ignore it
+    assert not supports_packing(windowed, pack(groups))
+
+    examples = [PairExample(p, c, r, row=i) for i, (p, (c, r)) in enumerate(groups)]
+    batch = collate(examples, [0, 1], 0, True, "cpu")
+    assert batch_logps(eager, batch).logps.tolist() == pytest.approx(
+        batch_logps(model, batch).logps.tolist(), rel=1e-6)  # eager runs its softmax in float32
+
+
+def test_packing_leaves_generation_and_the_saved_config_as_they_were(tmp_path):
+    from prefkit.modeling.logprobs import packed_logps
+    from prefkit.modeling.packing import ATTENTION, pack
+
+    model = tiny_llama(97, hidden_size=32, seed=0).double().eval()
+    prompt = torch.tensor([[5, 6, 7]])
+    before = model.generate(prompt, max_new_tokens=6, do_sample=False)
+    packed_logps(model, pack(_groups([(3, [4, 5])])))
+    assert model.config._attn_implementation == ATTENTION
+    assert torch.equal(model.generate(prompt, max_new_tokens=6, do_sample=False), before)
+    model.save_pretrained(tmp_path)
+    assert ATTENTION not in (tmp_path / "config.json").read_text()

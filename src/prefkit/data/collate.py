@@ -37,14 +37,9 @@ class UnpairedExample:
 
 def collate_pairs(examples: list[PairExample], pad_token_id: int) -> dict[str, torch.Tensor]:
     """input_ids / attention_mask / completion_mask [2B, T] (long), weights [B] (float32); margins / scores
-    [B] (float32) when every example has one. Also the prompt and the completions apart, for the shared-prompt
-    forward: prompt_ids / prompt_attention_mask [B, Tp], completion_ids / completion_attention_mask [2B, Tc]."""
+    [B] (float32) when every example has one."""
     sequences = [(e.prompt_ids, e.chosen_ids) for e in examples] + [(e.prompt_ids, e.rejected_ids) for e in examples]
     batch = pad_sequences(sequences, pad_token_id)
-    prompts = pad_sequences([([], e.prompt_ids) for e in examples], pad_token_id)
-    completions = pad_sequences([([], completion) for _, completion in sequences], pad_token_id)
-    batch.update(prompt_ids=prompts["input_ids"], prompt_attention_mask=prompts["attention_mask"],
-                 completion_ids=completions["input_ids"], completion_attention_mask=completions["attention_mask"])
     batch["weights"] = torch.tensor([e.weight for e in examples], dtype=torch.float32)
     for name in ("margin", "score"):
         values = [getattr(e, name) for e in examples]

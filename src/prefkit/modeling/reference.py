@@ -27,13 +27,13 @@ class NoReference:
 class FrozenCopy:
     """A second copy of the initial weights, frozen. `sync` mixes the policy in (TR-DPO, arXiv 2404.09656)."""
 
-    def __init__(self, model, chunk_size: int, share_prompt: bool = False):
+    def __init__(self, model, chunk_size: int, packing: bool = True):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.chunk_size, self.share_prompt = chunk_size, share_prompt
+        self.chunk_size, self.packing = chunk_size, packing
 
     @torch.no_grad()
     def logps(self, batch: dict[str, Tensor]) -> Tensor:
-        return batch_logps(self.model, batch, self.chunk_size, self.share_prompt).logps
+        return batch_logps(self.model, batch, self.chunk_size, self.packing).logps
 
     @torch.no_grad()
     def sync(self, policy, alpha: float) -> None:
@@ -44,14 +44,14 @@ class FrozenCopy:
 class DisabledAdapter:
     """With LoRA, the reference is the base model: the adapter switched off, no second copy in memory."""
 
-    def __init__(self, peft_model, chunk_size: int, share_prompt: bool = False):
+    def __init__(self, peft_model, chunk_size: int, packing: bool = True):
         self.peft_model = peft_model
-        self.chunk_size, self.share_prompt = chunk_size, share_prompt
+        self.chunk_size, self.packing = chunk_size, packing
 
     @torch.no_grad()
     def logps(self, batch: dict[str, Tensor]) -> Tensor:
         with self.peft_model.disable_adapter():
-            return batch_logps(self.peft_model, batch, self.chunk_size, self.share_prompt).logps
+            return batch_logps(self.peft_model, batch, self.chunk_size, self.packing).logps
 
 
 class Precomputed:

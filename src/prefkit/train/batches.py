@@ -15,6 +15,7 @@ import torch
 from prefkit.data import collate_pairs, collate_unpaired
 from prefkit.errors import PrefkitError
 from prefkit.losses import bco_reward_shift, kto_kl_estimate
+from prefkit.modeling.packing import pack
 
 Tensor = torch.Tensor
 
@@ -46,10 +47,14 @@ class BatchOrder:
         return self._perms[epoch][start:start + self.batch_size].tolist()
 
 
-def collate(examples: list, indices: list[int], pad_token_id: int, paired: bool, device) -> dict[str, Tensor]:
+def collate(examples: list, indices: list[int], pad_token_id: int, paired: bool, device) -> dict:
+    """The padded batch of `collate_pairs` / `collate_unpaired`, the example indices, and the packed layout
+    (`prefkit.modeling.packing`) that the log-prob engine prefers."""
     chosen = [examples[i] for i in indices]
     batch = collate_pairs(chosen, pad_token_id) if paired else collate_unpaired(chosen, pad_token_id)
     batch["index"] = torch.tensor(indices)
+    batch["packed"] = pack([(e.prompt_ids, [e.chosen_ids, e.rejected_ids] if paired else [e.completion_ids])
+                            for e in chosen])
     return {k: v.to(device) for k, v in batch.items()}
 
 

@@ -56,7 +56,7 @@ class TrainConfig:
     dtype: str = "float32"
     gradient_checkpointing: bool = False
     logprob_chunk_size: int = 1024
-    share_prompt: bool = True  # pairs: run the prompt once for chosen and rejected
+    packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     seed: int = 0
     # model loading
     trust_remote_code: bool = False

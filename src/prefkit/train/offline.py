@@ -27,7 +27,6 @@ from prefkit.train import checkpoint
 from prefkit.train.batches import BatchOrder, BatchStatistics, collate, loss_inputs, mismatched
 from prefkit.train.config import TrainConfig
 from prefkit.train.model_card import save_final
-from prefkit.train.options import share_prompt
 from prefkit.train.tracking import Tracker
 
 
@@ -35,12 +34,12 @@ class PolicyLogps(nn.Module):
     """The policy as the loop sees it: a collated batch -> summed completion logps, lengths. Wrapping the
     log-prob engine in the module keeps the forward inside DDP, so gradients are synchronised."""
 
-    def __init__(self, model, chunk_size: int, share_prompt: bool):
+    def __init__(self, model, chunk_size: int, packing: bool):
         super().__init__()
-        self.model, self.chunk_size, self.share_prompt = model, chunk_size, share_prompt
+        self.model, self.chunk_size, self.packing = model, chunk_size, packing
 
     def forward(self, batch):
-        out = batch_logps(self.model, batch, self.chunk_size, self.share_prompt)
+        out = batch_logps(self.model, batch, self.chunk_size, self.packing)
         return out.logps, out.lengths
 
 
@@ -92,7 +91,7 @@ def fit(config: TrainConfig) -> Path:
     eval_reference = build(model, evaluation, config, tokenizer, accelerator, paired, needs_kl) if (
         evaluation and mode == "precomputed") else reference  # computed now, while the weights are the reference
 
-    policy = PolicyLogps(model, config.logprob_chunk_size, share_prompt(config))
+    policy = PolicyLogps(model, config.logprob_chunk_size, config.packing)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
                                   weight_decay=config.weight_decay)
     steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
@@ -226,7 +225,7 @@ def _reduce(accelerator, metrics: dict[str, float]) -> dict[str, float]:
 def _adapter_reference(model, data, config, *_):
     if not config.lora:
         raise PrefkitError("config: reference: adapter needs a LoRA adapter (set lora: {r: 16})")
-    return references.DisabledAdapter(model, config.logprob_chunk_size, share_prompt(config))
+    return references.DisabledAdapter(model, config.logprob_chunk_size, config.packing)
 
 
 def _precomputed_reference(*args):
@@ -239,7 +238,7 @@ def _precomputed_reference(*args):
 _REFERENCES = {
     "none": lambda *_: references.NoReference(),
     "copy": lambda model, data, config, *_: references.FrozenCopy(model, config.logprob_chunk_size,
-                                                                   share_prompt(config)),
+                                                                   config.packing),
     "adapter": _adapter_reference,
     "precomputed": _precomputed_reference,
 }

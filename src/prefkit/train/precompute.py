@@ -8,7 +8,6 @@ import torch
 
 from prefkit.modeling import reference as references
 from prefkit.modeling.logprobs import batch_logps
-from prefkit.train.options import share_prompt
 from prefkit.train.batches import collate, mismatched
 
 
@@ -24,7 +23,7 @@ def precompute_reference(model, data, config, tokenizer, accelerator, paired: bo
 
     mine = list(range(accelerator.process_index, n, accelerator.num_processes))
     options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
-                   share_prompt=share_prompt(config), device=accelerator.device)
+                   packing=config.packing, device=accelerator.device)
     rows = list(zip(mine, score_examples(model, data.examples, mine, tokenizer.pad_token_id, paired, **options)))
     if needs_kl:
         values = score_examples(model, mismatched(data.examples, mine), range(len(mine)), tokenizer.pad_token_id,
@@ -44,7 +43,7 @@ def precompute_reference(model, data, config, tokenizer, accelerator, paired: bo
 
 @torch.no_grad()
 def score_examples(model, examples, indices, pad_token_id: int, paired: bool, *, batch_size: int, chunk_size: int,
-                   share_prompt: bool, device) -> list:
+                   packing: bool, device) -> list:
     """Summed completion log-probs of `examples[i]` for i in `indices`, in that order: [chosen, rejected] per
     pair, or one value per unpaired example. Batches group similar lengths, so little compute goes to padding."""
     indices = list(indices)
@@ -55,7 +54,7 @@ def score_examples(model, examples, indices, pad_token_id: int, paired: bool, *,
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = collate(examples, [indices[k] for k in chunk], pad_token_id, paired, device)
-        logps = batch_logps(model, batch, chunk_size, share_prompt).logps.float().cpu()
+        logps = batch_logps(model, batch, chunk_size, packing).logps.float().cpu()
         for k, value in zip(chunk, (logps.view(2, -1).t() if paired else logps).tolist()):
             values[k] = value
     model.train(was_training)

@@ -24,7 +24,6 @@ from prefkit.modeling.generation import Sample, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
 from prefkit.train.checkpoint import replace_dir
-from prefkit.train.options import share_prompt
 from prefkit.train.precompute import score_examples
 from prefkit.train.selfplay_config import SelfPlayConfig
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
@@ -44,7 +43,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
     model = load_model(str(start or config.model), dtype=config.dtype, trust_remote_code=config.trust_remote_code)
     magnet_dir = out / "magnet"
     magnet = FrozenCopy(load_model(str(magnet_dir), dtype=config.dtype) if config.resume and magnet_dir.is_dir()
-                        else model, config.logprob_chunk_size, share_prompt(config))
+                        else model, config.logprob_chunk_size, config.packing)
     task, train_prompts, eval_prompts = _prompts(config)
     eval_prompts = eval_prompts[:config.eval_limit]
     spec = losses.get(config.loss)
@@ -190,7 +189,7 @@ def _score(folder, model, magnet_model, examples, tokenizer, config, per_respons
     if path.is_file():
         return torch.load(path)
     options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
-                   share_prompt=share_prompt(config), device=model.device)
+                   packing=config.packing, device=model.device)
     indices = range(len(examples))
     tables = {name: torch.tensor(score_examples(m, examples, indices, tokenizer.pad_token_id, not per_response,
                                                 **options), dtype=torch.float32)

@@ -43,7 +43,7 @@ class SelfPlayConfig:
     dtype: str = "float32"
     trust_remote_code: bool = False
     logprob_chunk_size: int = 1024
-    share_prompt: bool = True
+    packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     seed: int = 0
     resume: bool = False
     progress: bool = True

@@ -14,7 +14,6 @@ from prefkit import losses
 from prefkit.data import PairExample, UnpairedExample
 from prefkit.modeling.generation import encode_prompt
 from prefkit.train.batches import BatchOrder, collate
-from prefkit.train.options import share_prompt
 
 
 def build_examples(prompts, samples, matrices, rates, tokenizer, config, per_response: bool, seed: int):
@@ -61,7 +60,7 @@ def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_respon
 
     if not examples:
         return [float("nan")]
-    policy = PolicyLogps(model, config.logprob_chunk_size, share_prompt(config))
+    policy = PolicyLogps(model, config.logprob_chunk_size, config.packing)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     order = BatchOrder(len(examples), min(config.batch_size, len(examples)), 1, 0, config.seed + seed)
@@ -111,7 +110,7 @@ def iteration_metrics(judge, model, magnet_model, tokenizer, prompts, answers, b
                 for i, (p, a) in enumerate(zip(repeated, answers))]
     from prefkit.train.precompute import score_examples
 
-    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size, share_prompt=False,
+    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size, packing=config.packing,
                    device=next(model.parameters()).device)
     policy = score_examples(model, examples, range(len(examples)), tokenizer.pad_token_id, False, **options)
     anchor = score_examples(magnet_model, examples, range(len(examples)), tokenizer.pad_token_id, False, **options)
