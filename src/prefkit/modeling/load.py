@@ -36,8 +36,10 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
 
 
 def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: bool = False,
-               lora: dict[str, Any] | None = None, load_in_4bit: bool = False, gradient_checkpointing: bool = False):
-    """An `AutoModelForCausalLM`, with a fresh LoRA adapter when `lora` is given (QLoRA with `load_in_4bit`)."""
+               lora: dict[str, Any] | None = None, load_in_4bit: bool = False, gradient_checkpointing: bool = False,
+               fuse: bool = True):
+    """An `AutoModelForCausalLM`, with a fresh LoRA adapter when `lora` is given (QLoRA with `load_in_4bit`) and,
+    with `fuse`, the leaner norm and MLP of `prefkit.modeling.fused` wherever they compute the same values."""
     from transformers import AutoModelForCausalLM
 
     _check_local(name_or_path)
@@ -57,6 +59,10 @@ def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: 
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
         model = add_lora(model, lora, quantized=load_in_4bit)
+    if fuse:  # after LoRA: adapted projections are no longer plain nn.Linear, so their MLPs keep peft's forward
+        from prefkit.modeling.fused import fuse as fuse_modules
+
+        fuse_modules(model)
     return model
 
 

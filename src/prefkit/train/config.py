@@ -57,6 +57,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     logprob_chunk_size: int = 1024
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
+    fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
     seed: int = 0
     # model loading
     trust_remote_code: bool = False

@@ -81,7 +81,8 @@ def fit(config: TrainConfig) -> Path:
         else None
 
     model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code, lora=config.lora,
-                       load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing)
+                       load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing,
+                       fuse=config.fuse_modules)
     model.to(accelerator.device)
     mode = resolve_reference(config, specs)
     order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
@@ -93,7 +94,7 @@ def fit(config: TrainConfig) -> Path:
 
     policy = PolicyLogps(model, config.logprob_chunk_size, config.packing)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, fused=accelerator.device.type in ("cpu", "cuda"))
     steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
     total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     scheduler = get_scheduler(config.schedule if config.schedule != "constant" else "constant_with_warmup",

@@ -40,9 +40,10 @@ def selfplay(config: SelfPlayConfig) -> Path:
     state = _read_state(out) if config.resume else {"completed": 0, "magnet": 0}
     start = out / f"iter-{state['completed']:04d}" / "policy" if state["completed"] else None
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = load_model(str(start or config.model), dtype=config.dtype, trust_remote_code=config.trust_remote_code)
+    model = load_model(str(start or config.model), dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                       fuse=config.fuse_modules)
     magnet_dir = out / "magnet"
-    magnet = FrozenCopy(load_model(str(magnet_dir), dtype=config.dtype) if config.resume and magnet_dir.is_dir()
+    magnet = FrozenCopy(load_model(str(magnet_dir), dtype=config.dtype, fuse=config.fuse_modules) if config.resume and magnet_dir.is_dir()
                         else model, config.logprob_chunk_size, config.packing)
     task, train_prompts, eval_prompts = _prompts(config)
     eval_prompts = eval_prompts[:config.eval_limit]

@@ -44,6 +44,7 @@ class SelfPlayConfig:
     trust_remote_code: bool = False
     logprob_chunk_size: int = 1024
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
+    fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
     seed: int = 0
     resume: bool = False
     progress: bool = True
