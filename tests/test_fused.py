@@ -43,7 +43,7 @@ def test_fused_modules_keep_fewer_activations():
         def pack(t):
             if t.untyped_storage().data_ptr() not in params:
                 storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-            return t
+            return t.detach()  # not t: an output saved as itself would hold its own graph alive
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model.get_decoder()(input_ids=ids)
