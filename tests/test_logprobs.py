@@ -133,3 +133,18 @@ def test_packing_leaves_generation_and_the_saved_config_as_they_were(tmp_path):
     assert torch.equal(model.generate(prompt, max_new_tokens=6, do_sample=False), before)
     model.save_pretrained(tmp_path)
     assert ATTENTION not in (tmp_path / "config.json").read_text()
+
+
+def test_packed_logps_under_gradient_checkpointing_equal_the_plain_pass():
+    from prefkit.modeling.logprobs import packed_logps
+    from prefkit.modeling.packing import pack
+
+    plain = tiny_llama(97, hidden_size=32, seed=0).double().train()
+    recomputed = tiny_llama(97, hidden_size=32, seed=0).double().train()
+    recomputed.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    packed = pack(_groups([(3, [4, 5]), (2, [6, 1])]))
+    a, b = packed_logps(plain, packed), packed_logps(recomputed, packed)
+    assert b.logps.tolist() == pytest.approx(a.logps.tolist(), rel=1e-12)
+    a.logps.sum().backward(), b.logps.sum().backward()
+    for p, q in zip(plain.parameters(), recomputed.parameters()):
+        assert torch.allclose(q.grad, p.grad, rtol=1e-9, atol=1e-12)
