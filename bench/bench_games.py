@@ -56,7 +56,7 @@ def table(args) -> None:
     """Markdown table for docs/games.md; alpha goes only to the methods that need a magnet."""
     P = games.random_game(args.n, seed=args.seed, batch=args.games)
     milestones = [t for t in (1000, 5000, 20000) if t <= args.steps]
-    print(f"| algorithm | " + " | ".join(f"t={t} median / worst" for t in milestones) + " | seconds |")
+    print("| algorithm | " + " | ".join(f"t={t} median / worst" for t in milestones) + " | seconds |")
     print("|---" * (len(milestones) + 2) + "|")
     for key, spec in games.ALGORITHMS.items():
         alpha = args.alpha if spec.magnet == "required" else 0.0

@@ -8,7 +8,7 @@ import torch
 from scipy.special import expit
 
 from prefkit.errors import PrefkitError
-from prefkit.judges import PairwiseModelJudge, RewardModelJudge, load_judge, preference_matrix, win_rates
+from prefkit.judges import RewardModelJudge, load_judge, preference_matrix, win_rates
 from prefkit.judges.pairwise import TEMPLATE
 from prefkit.judges.render import content, exchange, prompt_text
 from prefkit.modeling.tiny import tiny_tokenizer

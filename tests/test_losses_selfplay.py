@@ -6,7 +6,6 @@ selfplay-and-mpo.md §2.5 (MMD for MPO, OMD for INPO, multiplicative weights for
 """
 
 import itertools
-import math
 
 import pytest
 import torch
