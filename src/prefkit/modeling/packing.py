@@ -102,7 +102,8 @@ def supports_packing(model, packed: PackedBatch) -> bool:
         return True
     if config._attn_implementation != "sdpa" or not getattr(model, "_supports_attention_backend", False):
         return False
-    _register()
+    if not _register():  # transformers before 4.53 builds masks its own way: keep the padded forward there
+        return False
     config._attn_implementation = ATTENTION  # the same sdpa everywhere else: generation, eval, saving
     return True
 
@@ -123,12 +124,15 @@ def packed_attention(module, query, key, value, attention_mask, packing: PackedB
 _registered = False
 
 
-def _register() -> None:
+def _register() -> bool:
     global _registered
     if not _registered:
-        from transformers import AttentionInterface
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-
+        try:
+            from transformers import AttentionInterface
+            from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+        except ImportError:
+            return False
         AttentionInterface.register(ATTENTION, packed_attention)
         ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)
         _registered = True
+    return True
