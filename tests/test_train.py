@@ -67,8 +67,8 @@ def test_resume_continues_exactly_where_it_stopped(workspace, tmp_path, monkeypa
     fit(config(workspace, tmp_path / "once", max_steps=4, save_steps=2))
     real_save = checkpoint.save
 
-    def save_then_die(accelerator, output_dir, state, keep):  # the run is killed right after its step-2 save
-        real_save(accelerator, output_dir, state, keep)
+    def save_then_die(*args, **kwargs):  # the run is killed right after its step-2 save
+        real_save(*args, **kwargs)
         raise Interrupted
 
     monkeypatch.setattr(checkpoint, "save", save_then_die)
@@ -195,8 +195,8 @@ def test_resume_restores_a_trust_region_reference(workspace, tmp_path, monkeypat
     fit(config(workspace, tmp_path / "once", **options))
     real_save = checkpoint.save
 
-    def save_then_die(accelerator, output_dir, state, keep):
-        real_save(accelerator, output_dir, state, keep)
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
         raise Interrupted
 
     monkeypatch.setattr(checkpoint, "save", save_then_die)

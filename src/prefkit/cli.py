@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
-from prefkit.errors import PrefkitError
+from prefkit.errors import PrefkitError, RunStopped
 
 # Subcommand modules, in the order `prefkit --help` lists them.
 COMMAND_MODULES = (
@@ -47,7 +48,25 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"prefkit: error: {error}", file=sys.stderr)
-        return 2
+        if isinstance(error, RunStopped) and error.resumable:
+            print(f"prefkit: to continue: {resume_command(sys.argv if argv is None else ['prefkit', *argv])}",
+                  file=sys.stderr)
+        return error.exit_code
+    except OSError as error:  # a full disk, a file that cannot be written: the system's words, one line
+        if args.debug:
+            raise
+        where = f": {error.filename}" if error.filename else ""
+        print(f"prefkit: error: {error.strerror or error}{where}", file=sys.stderr)
+        return 1
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues a stopped run: the same one, with --resume and without --overwrite."""
+    words = ["prefkit", *argv[1:]] if argv else ["prefkit"]
+    words = [w for w in words if w != "--overwrite" and not w.startswith("overwrite=")]
+    if "--resume" not in words:
+        words.append("--resume")
+    return " ".join(shlex.quote(w) for w in words)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from prefkit.tasks import SyntheticTask, preference_rows, reference_model, unpaired_rows, write_jsonl
-    from prefkit.train.checkpoint import replace_dir
+    from prefkit.io import replace_dir
 
     torch.set_num_threads(1)  # the tiny model runs faster on one thread than on two that wait on each other
     out = Path(args.out)

@@ -1,14 +1,26 @@
-"""Checkpoints that survive a crash mid-write: everything goes to a temporary directory that is renamed into
-place only when complete. A checkpoint holds weights (safetensors), optimizer, scheduler and RNG states (via
-accelerate), and the trainer's own position in the data; the last K are kept."""
+"""Checkpoints that survive a crash mid-write and load without pickle.
+
+A checkpoint is a directory `checkpoints/step-NNNNNNNN/` written under a temporary name and renamed into place
+only when complete. It holds what training changed, in safetensors and JSON only (`prefkit.io.save_state`):
+the trainable weights, the optimizer and scheduler states, each process's RNG states, the trainer's position in
+the data and its running batch statistics, and any extra modules the loop registers (TR-DPO's moving
+reference). The frozen weights come from the model named in the config, whose identity the run's fingerprint
+checks (`prefkit.train.rundir`). The last K checkpoints are kept; a checkpoint is never written from
+non-finite weights, so rotation can only drop older good ones.
+"""
 
 from __future__ import annotations
 
-import json
-import os
+import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import numpy as np
+import torch
+
+from prefkit.errors import PrefkitError, RunStopped
+from prefkit.io import load_state, read_json, save_state, write_json
 
 PREFIX = "step-"
 
@@ -17,44 +29,105 @@ PREFIX = "step-"
 class TrainerState:
     step: int = 0  # optimizer steps done
     tokens: int = 0  # completion + prompt tokens seen (this process)
+    skipped_steps: int = 0  # updates skipped by the non-finite guard
+    statistics: dict = field(default_factory=dict)  # running batch statistics (BCO, β-DPO)
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
-    root = output_dir / "checkpoints"
+    root = Path(output_dir) / "checkpoints"
     done = [p for p in root.glob(f"{PREFIX}*") if (p / "trainer_state.json").is_file() and "." not in p.name]
     return sorted(done, key=lambda p: int(p.name[len(PREFIX):]))
 
 
-def save(accelerator, output_dir: Path, state: TrainerState, keep: int) -> Path:
-    final = output_dir / "checkpoints" / f"{PREFIX}{state.step:08d}"
+def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def all_finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in module.parameters() if p.is_floating_point())
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(accelerator, output_dir: Path, state: TrainerState, keep: int, policy, optimizer, scheduler,
+         extra: dict[str, torch.nn.Module] | None = None) -> Path:
+    """Write checkpoint `step-{state.step}` and drop all but the last `keep`. Refuses non-finite weights."""
+    final = Path(output_dir) / "checkpoints" / f"{PREFIX}{state.step:08d}"
     tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and tmp.exists():
+    model = accelerator.unwrap_model(policy)
+    if not all_finite(model):
+        raise RunStopped(f"step {state.step}: the weights are not finite; no checkpoint written "
+                           f"(last good: {_last_name(output_dir)})")
+    main = accelerator.is_main_process
+    if main and tmp.exists():
         shutil.rmtree(tmp)  # debris of an interrupted save
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    if accelerator.is_main_process:
-        (tmp / "trainer_state.json").write_text(json.dumps(asdict(state)))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old)
+    try:
+        if main:
+            tmp.mkdir(parents=True)
+            save_state(tmp, "model", trainable_state(model))
+            save_state(tmp, "optimizer", optimizer.state_dict())
+            save_state(tmp, "scheduler", scheduler.state_dict())
+            for name, module in (extra or {}).items():
+                save_state(tmp, name, module.state_dict())
+        accelerator.wait_for_everyone()
+        save_state(tmp, f"rng-{accelerator.process_index}", _rng_state())  # each process its own streams
+        accelerator.wait_for_everyone()
+        if main:
+            write_json(tmp / "trainer_state.json", asdict(state))
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            for old in checkpoints(output_dir)[:-keep]:
+                shutil.rmtree(old)
+    except OSError as error:
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise PrefkitError(f"could not write checkpoint {final}: {error.strerror or error} "
+                           f"(last good: {_last_name(output_dir)})") from None
     accelerator.wait_for_everyone()
     return final
 
 
-def load(accelerator, path: Path) -> TrainerState:
-    accelerator.load_state(str(path))
-    return TrainerState(**json.loads((path / "trainer_state.json").read_text()))
+def load(accelerator, path: Path, policy, optimizer, scheduler,
+         extra: dict[str, torch.nn.Module] | None = None) -> TrainerState:
+    """Restore what `save` wrote; every file is safetensors or JSON, so nothing in it can run code."""
+    try:
+        model = accelerator.unwrap_model(policy)
+        weights = load_state(path, "model", device=accelerator.device)
+        missing = set(trainable_state(model)) - set(weights)
+        if missing:
+            raise PrefkitError(f"{path}: checkpoint lacks weights for {sorted(missing)[0]} (not this model's)")
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if name in weights:
+                    parameter.copy_(weights[name])
+        optimizer.load_state_dict(load_state(path, "optimizer", device=accelerator.device))
+        scheduler.load_state_dict(load_state(path, "scheduler"))
+        for name, module in (extra or {}).items():
+            module.load_state_dict(load_state(path, name, device=accelerator.device))
+        _set_rng_state(load_state(path, f"rng-{accelerator.process_index}"))
+        return TrainerState(**read_json(path / "trainer_state.json"))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        if isinstance(error, PrefkitError):
+            raise
+        raise PrefkitError(f"{path}: cannot load this checkpoint ({error}); remove it to resume from an "
+                           "earlier one") from None
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move a completely written directory into place, replacing an older one only after it is complete."""
-    backup = final.with_name(final.name + ".old")
-    if backup.exists():
-        shutil.rmtree(backup)
-    if final.exists():
-        os.replace(final, backup)
-    os.replace(tmp, final)
-    if backup.exists():
-        shutil.rmtree(backup)
+def _last_name(output_dir: Path) -> str:
+    done = checkpoints(output_dir)
+    return str(done[-1]) if done else "none"

@@ -17,7 +17,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--loss", help="loss name, or several joined by '+' for a mixture (weights via loss_weights)")
     parser.add_argument("--output-dir", dest="output_dir", help="run directory (metrics, checkpoints, final model)")
     parser.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps (default: epochs of data)")
-    parser.add_argument("--resume", action="store_true", default=None, help="continue from the last checkpoint")
+    parser.add_argument("--resume", action="store_true", default=None, 
+                        help="continue the run in the output directory from its last checkpoint (same settings only)")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="remove an earlier run in the output directory and start afresh")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="any config key")
     parser.set_defaults(run=run)
 
@@ -26,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from prefkit.train.config import load_config
     from prefkit.train.offline import fit
 
-    flags = {k: getattr(args, k) for k in ("model", "data", "output_dir", "max_steps", "resume")}
+    flags = {k: getattr(args, k) for k in ("model", "data", "output_dir", "max_steps", "resume", "overwrite")}
     if args.loss:
         flags["loss"] = args.loss.split("+") if "+" in args.loss else args.loss
     config = load_config(args.config, flags, args.overrides)

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from prefkit.losses import get
-from prefkit.train.checkpoint import replace_dir
+from prefkit.io import replace_dir
 
 
 def save_final(model, tokenizer, final: Path, config, data, metrics: dict) -> None:

@@ -19,13 +19,16 @@ from torch import nn
 
 from prefkit import losses
 from prefkit.data import prepare
-from prefkit.errors import PrefkitError
+from prefkit.errors import PrefkitError, RunStopped
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.logprobs import batch_logps
 from prefkit.modeling import reference as references
 from prefkit.train import checkpoint
 from prefkit.train.batches import BatchOrder, BatchStatistics, collate, loss_inputs, mismatched
 from prefkit.train.config import TrainConfig
+from prefkit.train.guard import NonFiniteGuard
+from prefkit.train.rundir import open_run
+from prefkit.train.signals import StopRequests
 from prefkit.train.model_card import save_final
 from prefkit.train.tracking import Tracker
 
@@ -63,9 +66,9 @@ def fit(config: TrainConfig) -> Path:
     # Several processes and no GPU: accelerate only goes multi-CPU (gloo) when told to use the CPU.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=multi_cpu)
-    set_seed(config.seed)
-    output_dir = Path(config.output_dir)
     main = accelerator.is_main_process
+    output_dir = open_run(config, "train", main)  # before anything loads: an earlier run is never clobbered
+    set_seed(config.seed)
     names = [config.loss] if isinstance(config.loss, str) else list(config.loss)
     specs = [losses.get(n) for n in names]
     paired = specs[0].family != "unpaired"
@@ -79,14 +82,16 @@ def fit(config: TrainConfig) -> Path:
                            f"{config.data} holds {train.kind} data")
     evaluation = prepare(config.eval_data, tokenizer, split=config.eval_split, **data_options) if config.eval_data \
         else None
+    order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
+                       accelerator.process_index, config.seed)
+    steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
+    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
 
     model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code, lora=config.lora,
                        load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing,
                        fuse=config.fuse_modules)
     model.to(accelerator.device)
     mode = resolve_reference(config, specs)
-    order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
-                       accelerator.process_index, config.seed)
     build = _REFERENCES[mode]
     reference = build(model, train, config, tokenizer, accelerator, paired, needs_kl)
     eval_reference = build(model, evaluation, config, tokenizer, accelerator, paired, needs_kl) if (
@@ -95,19 +100,17 @@ def fit(config: TrainConfig) -> Path:
     policy = PolicyLogps(model, config.logprob_chunk_size, config.packing)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
                                   weight_decay=config.weight_decay, fused=accelerator.device.type in ("cpu", "cuda"))
-    steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
-    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
     scheduler = get_scheduler(config.schedule if config.schedule != "constant" else "constant_with_warmup",
                               optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
-    if config.ref_sync_steps:  # a moving reference is state too: resume must restore it
-        accelerator.register_for_checkpointing(reference.model)
+    # a moving reference is state too: resume must restore it
+    saved = Saved(accelerator, output_dir, policy, optimizer, scheduler, config.keep_checkpoints,
+                  {"reference": reference.model} if config.ref_sync_steps else {})
 
     state = checkpoint.TrainerState()
     previous = checkpoint.checkpoints(output_dir) if config.resume else []
     if previous:
-        state = checkpoint.load(accelerator, previous[-1])
+        state = saved.load(previous[-1])
         accelerator.print(f"resumed from {previous[-1]} at step {state.step}")
     tracker = Tracker(output_dir, config.report_to, asdict(config), enabled=main)
     if main and isinstance(reference, references.Precomputed):
@@ -116,58 +119,99 @@ def fit(config: TrainConfig) -> Path:
               f"({reference.path})")
 
     statistics = BatchStatistics()
+    vars(statistics).update(state.statistics)  # BCO's and β-DPO's running means continue where they were
+    guard = NonFiniteGuard(config.max_nonfinite_steps, state.skipped_steps)
     params = [p for p in policy.parameters() if p.requires_grad]
     progress = _progress(total_steps, state.step, enabled=main and config.progress)
     window: dict[str, float] = {}
-    window_tokens, window_start = 0, time.perf_counter()
-    while state.step < total_steps:
-        step_metrics: dict[str, float] = {}
-        for micro in range(config.grad_accum):
-            indices = order.indices(state.step * config.grad_accum + micro)
-            batch = collate(train.examples, indices, tokenizer.pad_token_id, paired, accelerator.device)
-            sync = micro == config.grad_accum - 1
-            with (contextlib.nullcontext() if sync else accelerator.no_sync(policy)), accelerator.autocast():
-                loss, metrics = _batch_loss(policy, reference, batch, train.examples, indices, tokenizer,
-                                            config, names, statistics, paired, needs_kl)
-                accelerator.backward(loss / config.grad_accum)
-            for key, value in metrics.items():
-                step_metrics[key] = step_metrics.get(key, 0.0) + value / config.grad_accum
-            window_tokens += int(batch["attention_mask"].sum())
-        grad_norm = accelerator.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        if config.ref_sync_steps and state.step % config.ref_sync_steps == 0:
-            reference.sync(accelerator.unwrap_model(policy).model, config.ref_mixup_alpha)
-        step_metrics.update(grad_norm=float(grad_norm), learning_rate=scheduler.get_last_lr()[0])
-        for key, value in step_metrics.items():
-            window[key] = window.get(key, 0.0) + value
-        progress.update(1)
+    window_updates, window_tokens, window_start = 0, 0, time.perf_counter()
+    with StopRequests() as stop:
+        while state.step < total_steps:
+            step_metrics: dict[str, float] = {}
+            for micro in range(config.grad_accum):
+                indices = order.indices(state.step * config.grad_accum + micro)
+                batch = collate(train.examples, indices, tokenizer.pad_token_id, paired, accelerator.device)
+                sync = micro == config.grad_accum - 1
+                with (contextlib.nullcontext() if sync else accelerator.no_sync(policy)), accelerator.autocast():
+                    loss, metrics = _batch_loss(policy, reference, batch, train.examples, indices, tokenizer,
+                                                config, names, statistics, paired, needs_kl)
+                    accelerator.backward(loss / config.grad_accum)
+                for key, value in metrics.items():
+                    step_metrics[key] = step_metrics.get(key, 0.0) + value / config.grad_accum
+                window_tokens += int(batch["attention_mask"].sum())
+            grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm or math.inf))
+            bad, stopping = _agree(accelerator, not math.isfinite(step_metrics["loss"] + grad_norm), stop.requested)
+            if guard.allows(state.step + 1, math.nan if bad else step_metrics["loss"], grad_norm, saved.last()):
+                optimizer.step()
+                step_metrics.update(grad_norm=grad_norm, learning_rate=scheduler.get_last_lr()[0])
+                for key, value in step_metrics.items():
+                    window[key] = window.get(key, 0.0) + value
+                window_updates += 1
+            scheduler.step()  # a skipped step still uses up its place in the schedule, as AMP's skipped steps do
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.skipped_steps, state.statistics = guard.skipped, vars(statistics)
+            if config.ref_sync_steps and state.step % config.ref_sync_steps == 0:
+                reference.sync(accelerator.unwrap_model(policy).model, config.ref_mixup_alpha)
+            progress.update(1)
 
-        if state.step % config.logging_steps == 0 or state.step == total_steps:
-            steps = config.logging_steps if state.step % config.logging_steps == 0 else state.step % config.logging_steps
-            logged = _reduce(accelerator, {k: v / steps for k, v in window.items()})
-            elapsed = time.perf_counter() - window_start
-            logged["tokens_per_second"] = accelerator.reduce(torch.tensor(float(window_tokens),
-                                                                          device=accelerator.device)).item() / elapsed
-            logged["epoch"] = state.step * config.grad_accum / order.per_epoch
-            tracker.log(state.step, logged)
-            progress.set_postfix(loss=f"{logged['loss']:.4f}")
-            window, window_tokens, window_start = {}, 0, time.perf_counter()
-        if evaluation and config.eval_steps and (state.step % config.eval_steps == 0 or state.step == total_steps):
-            tracker.log(state.step, _evaluate(policy, eval_reference, evaluation, tokenizer, config, names, statistics,
-                                              paired, needs_kl, accelerator))
-        if config.save_steps and state.step % config.save_steps == 0:
-            checkpoint.save(accelerator, output_dir, state, config.keep_checkpoints)
+            if state.step % config.logging_steps == 0 or state.step == total_steps:
+                elapsed = time.perf_counter() - window_start
+                logged = _reduce(accelerator, {k: v / window_updates for k, v in window.items()})
+                logged["tokens_per_second"] = accelerator.reduce(torch.tensor(float(window_tokens),
+                                                                              device=accelerator.device)).item() / elapsed
+                logged.update(epoch=state.step * config.grad_accum / order.per_epoch, skipped_steps=guard.skipped)
+                tracker.log(state.step, logged)
+                if "loss" in logged:
+                    progress.set_postfix(loss=f"{logged['loss']:.4f}")
+                window, window_updates, window_tokens, window_start = {}, 0, 0, time.perf_counter()
+            if evaluation and config.eval_steps and (state.step % config.eval_steps == 0 or state.step == total_steps):
+                tracker.log(state.step, _evaluate(policy, eval_reference, evaluation, tokenizer, config, names,
+                                                  statistics, paired, needs_kl, accelerator))
+            if config.save_steps and state.step % config.save_steps == 0 or stopping and state.step < total_steps:
+                where = saved.save(state)
+                if stopping:
+                    progress.close()
+                    tracker.close()
+                    raise stop.stopped(f"checkpoint {where} at step {state.step} of {total_steps}")
     progress.close()
     tracker.close()
     final = output_dir / "final"
+    trained = accelerator.unwrap_model(policy).model
+    if not checkpoint.all_finite(trained):
+        raise RunStopped(f"the weights are not finite after step {state.step}; final model not written "
+                         f"(last checkpoint: {saved.last()})")
     if main:
-        save_final(accelerator.unwrap_model(policy).model, tokenizer, final, config, train,
-                   metrics=_last_metrics(output_dir))
+        save_final(trained, tokenizer, final, config, train, metrics=_last_metrics(output_dir))
     accelerator.wait_for_everyone()
     return final
+
+
+class Saved:
+    """The run's checkpoints: what to save with the policy, where, and how many to keep."""
+
+    def __init__(self, accelerator, output_dir, policy, optimizer, scheduler, keep, extra):
+        self.accelerator, self.output_dir, self.keep = accelerator, output_dir, keep
+        self.parts = (policy, optimizer, scheduler)
+        self.extra = extra
+
+    def save(self, state) -> Path:
+        return checkpoint.save(self.accelerator, self.output_dir, state, self.keep, *self.parts, extra=self.extra)
+
+    def load(self, path: Path):
+        return checkpoint.load(self.accelerator, path, *self.parts, extra=self.extra)
+
+    def last(self) -> str:
+        done = checkpoint.checkpoints(self.output_dir)
+        return str(done[-1]) if done else "none"
+
+
+def _agree(accelerator, *flags: bool) -> list[bool]:
+    """Each flag true on any process is true on all, so every process skips or stops at the same step."""
+    if accelerator.num_processes == 1:
+        return list(flags)
+    values = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), "sum")
+    return [bool(v > 0) for v in values.tolist()]
 
 
 def _batch_loss(policy, reference, batch, examples, indices, tokenizer, config, names, statistics, paired, needs_kl):

@@ -11,89 +11,139 @@ tables, the policy), so an interrupted run resumes without sampling or judging a
 
 from __future__ import annotations
 
-import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from prefkit import losses
-from prefkit.errors import PrefkitError
+from prefkit.errors import PrefkitError, RunStopped
+from prefkit.io import atomic_write, read_json, write_json
 from prefkit.modeling.generation import Sample, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
-from prefkit.train.checkpoint import replace_dir
+from prefkit.io import replace_dir
 from prefkit.train.precompute import score_examples
+from prefkit.train.checkpoint import all_finite
+from prefkit.train.rundir import open_run
 from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.train.signals import StopRequests
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
 from prefkit.train.tracking import Tracker
 
 
+@dataclass
+class Run:
+    """What every iteration reads: the settings, the models, the judge and the prompts."""
+
+    config: SelfPlayConfig
+    out: Path
+    state: dict  # {"completed": iterations done, "magnet": the iteration whose policy is the magnet (0: π_0)}
+    judge: object
+    tokenizer: object
+    model: object
+    magnet: FrozenCopy
+    task: object
+    train_prompts: list
+    eval_prompts: list
+    per_response: bool  # single responses with win rates (SPPO, ...) rather than pairs
+    tracker: Tracker
+    baseline: list  # π_0's answers to the eval prompts
+
+
 def selfplay(config: SelfPlayConfig) -> Path:
     """Run `config.iterations` self-play iterations; returns the directory of the final policy."""
-    from prefkit.judges import load_judge, preference_matrix, win_rates
+    from prefkit.judges import load_judge
+    from tqdm.auto import tqdm
 
+    out = open_run(config, "selfplay")  # before anything loads: an earlier run is never clobbered
     judge = load_judge(config.judge)  # a bad judge spec fails before any model loads
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     state = _read_state(out) if config.resume else {"completed": 0, "magnet": 0}
-    start = out / f"iter-{state['completed']:04d}" / "policy" if state["completed"] else None
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = load_model(str(start or config.model), dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                       fuse=config.fuse_modules)
-    magnet_dir = out / "magnet"
-    magnet = FrozenCopy(load_model(str(magnet_dir), dtype=config.dtype, fuse=config.fuse_modules) if config.resume and magnet_dir.is_dir()
+    model = _load_policy(out, state["completed"], config)
+    # the magnet is the policy of the iteration that last refreshed it, and the initial model until then
+    magnet = FrozenCopy(_load_policy(out, state["magnet"], config) if state["magnet"] != state["completed"]
                         else model, config.logprob_chunk_size, config.packing)
     task, train_prompts, eval_prompts = _prompts(config)
     eval_prompts = eval_prompts[:config.eval_limit]
-    spec = losses.get(config.loss)
-    per_response = "logps" in spec.inputs
-    tracker = Tracker(out, ["jsonl"], {}, enabled=True)
     baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config)  # π_0's answers, once
-
-    from tqdm.auto import tqdm
+    run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
+              "logps" in losses.get(config.loss).inputs, Tracker(out, ["jsonl"], {}, enabled=True), baseline)
 
     bar = tqdm(total=config.iterations, initial=state["completed"], desc=f"self-play {config.loss}", unit="iter",
                disable=not config.progress)
-    for t in range(state["completed"] + 1, config.iterations + 1):
-        folder = out / f"iter-{t:04d}"
-        prompts = _iteration_prompts(train_prompts, t, config.prompts_per_iteration)
-        samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config,
-                                      seed=config.seed * 1000 + t)
-        texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
-        matrices = preference_matrix(judge, prompts, texts, checkpoint=folder / "judged.npz",
-                                     chunk_size=config.judge_chunk_size)
-        k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
-        rates = matrices[:, :k, k:].mean(-1) if config.mixture_coef else win_rates(matrices)
-        examples, inputs = build_examples(prompts, samples, matrices[:, :k, :k], rates, tokenizer, config,
-                                          per_response, seed=config.seed * 1000 + t)
-        tables = _score(folder, model, magnet.model, examples, tokenizer, config, per_response)
-        losses_seen = fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response, seed=t)
-        refreshed = _due(config, t, state, model, magnet, tokenizer, task, eval_prompts)
-        answers = _eval_samples(out, t, model, tokenizer, eval_prompts, config)
-        previous = _eval_samples(out, t - 1, model, tokenizer, eval_prompts, config)
-        metrics = iteration_metrics(judge, model, magnet.model, tokenizer, eval_prompts, answers, baseline,
-                                    previous, task, config)
-        metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
-                       train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
-        _save_model(model, tokenizer, folder / "policy")
-        if refreshed:
-            magnet.model.load_state_dict(model.state_dict())
-            _save_model(magnet.model, tokenizer, magnet_dir)
-            state["magnet"] = t
-        tracker.log(t, metrics)
-        state["completed"] = t
-        _write_json(out / "state.json", state)
-        bar.update(1)
-        if config.progress:
-            shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items() if not k.endswith(("_low", "_high")))
-            bar.write(f"iteration {t}/{config.iterations}: {shown}")
+    with StopRequests() as stop:
+        for t in range(state["completed"] + 1, config.iterations + 1):
+            metrics = _iteration(run, t, stop)
+            bar.update(1)
+            if config.progress:
+                shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items() if not k.endswith(("_low", "_high")))
+                bar.write(f"iteration {t}/{config.iterations}: {shown}")
+            if stop.requested and t < config.iterations:
+                bar.close()
+                raise stop.stopped(f"iteration {t}; --resume continues with iteration {t + 1}")
     bar.close()
     _plot(out)
     final = out / "final"
     _save_model(model, tokenizer, final)
     return final
+
+
+def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
+    """Sample, judge, score, fit, refresh, measure, save; each stage's output is on disk before the next starts,
+    so a stop request between stages (or during the fit, which is a pure function of those outputs) loses
+    nothing."""
+    from prefkit.judges import preference_matrix, win_rates
+
+    config, model, magnet, tokenizer = run.config, run.model, run.magnet, run.tokenizer
+    folder = run.out / f"iter-{t:04d}"
+
+    def check(saved: str) -> None:
+        if stop.requested:
+            raise stop.stopped(f"iteration {t}'s {saved}; --resume continues from them")
+
+    prompts = _iteration_prompts(run.train_prompts, t, config.prompts_per_iteration)
+    samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t)
+    check("samples")
+    texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
+    matrices = preference_matrix(run.judge, prompts, texts, checkpoint=folder / "judged.npz",
+                                 chunk_size=config.judge_chunk_size)
+    check("samples and judgements")
+    k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
+    rates = matrices[:, :k, k:].mean(-1) if config.mixture_coef else win_rates(matrices)
+    examples, inputs = build_examples(prompts, samples, matrices[:, :k, :k], rates, tokenizer, config,
+                                      run.per_response, seed=config.seed * 1000 + t)
+    tables = _score(folder, model, magnet.model, examples, tokenizer, config, run.per_response)
+    check("samples, judgements and log-prob tables")
+    losses_seen = fit_iteration(model, examples, tables, inputs, tokenizer, config, run.per_response, seed=t,
+                                stop=stop)
+    check("samples, judgements and log-prob tables")
+    if not all_finite(model):
+        raise RunStopped(f"iteration {t}: the weights are not finite; the policy of iteration {t - 1} is kept")
+    refreshed = _due(config, t, run.state, model, magnet, tokenizer, run.task, run.eval_prompts)
+    answers = _eval_samples(run.out, t, model, tokenizer, run.eval_prompts, config)
+    previous = _eval_samples(run.out, t - 1, model, tokenizer, run.eval_prompts, config)
+    metrics = iteration_metrics(run.judge, model, magnet.model, tokenizer, run.eval_prompts, answers, run.baseline,
+                                previous, run.task, config)
+    metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
+                   train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
+    _save_model(model, tokenizer, folder / "policy")
+    if refreshed:
+        magnet.model.load_state_dict(model.state_dict())
+        _save_model(magnet.model, tokenizer, run.out / "magnet")  # for users; resume reads iter-NNNN/policy
+        run.state["magnet"] = t
+    run.tracker.log(t, metrics)
+    run.state["completed"] = t
+    write_json(run.out / "state.json", run.state)
+    return metrics
+
+
+def _load_policy(out: Path, iteration: int, config: SelfPlayConfig):
+    """π_iteration: the initial model for 0, else the policy saved after that iteration."""
+    path = out / f"iter-{iteration:04d}" / "policy" if iteration else config.model
+    return load_model(str(path), dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                      fuse=config.fuse_modules)
 
 
 def _due(config, t, state, model, magnet, tokenizer, task, eval_prompts) -> bool:
@@ -159,7 +209,7 @@ def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed
     π_t^(1−β)·π_ref^β (Nash-MD). Saved once; a resumed iteration reuses them."""
     path = folder / "samples.json"
     if path.is_file():  # sampled before an interruption: reuse, never resample
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
         load = lambda groups: [[Sample(s["text"], s["ids"]) for s in group] for group in groups]  # noqa: E731
         return load(saved["samples"]), load(saved["opponents"])
     options = dict(seed=seed, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
@@ -167,7 +217,7 @@ def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed
     mixture = (magnet_model, config.mixture_coef)
     opponents = generate(model, tokenizer, prompts, config.samples_per_prompt, mixture=mixture,
                          **{**options, "seed": seed + 1}) if config.mixture_coef else [[] for _ in prompts]
-    _write_json(path, {"prompts": prompts, "samples": [[vars(s) for s in g] for g in samples],
+    write_json(path, {"prompts": prompts, "samples": [[vars(s) for s in g] for g in samples],
                        "opponents": [[vars(s) for s in g] for g in opponents]})
     return samples, opponents
 
@@ -176,28 +226,28 @@ def _eval_samples(out: Path, t: int, model, tokenizer, prompts, config) -> list[
     """One answer per eval prompt (times eval_samples) from π_t, saved so later iterations compare against it."""
     path = out / f"eval-{t:04d}.json"
     if path.is_file():
-        return [Sample(s["text"], s["ids"]) for s in json.loads(path.read_text())]
+        return [Sample(s["text"], s["ids"]) for s in read_json(path)]
     groups = generate(model, tokenizer, prompts, config.eval_samples, seed=10_000 + config.seed,
                       temperature=config.temperature, top_p=config.top_p, max_new_tokens=config.max_new_tokens)
     answers = [s for g in groups for s in g]
-    _write_json(path, [vars(s) for s in answers])
+    write_json(path, [vars(s) for s in answers])
     return answers
 
 
 def _score(folder, model, magnet_model, examples, tokenizer, config, per_response) -> dict[str, torch.Tensor]:
     """Log-probs of the training examples under π_t (the model before this iteration's fit) and π_ref."""
-    path = folder / "logps.pt"
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "logps.safetensors"  # safetensors: a table from disk can never run code
     if path.is_file():
-        return torch.load(path)
+        return load_file(str(path))
     options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
                    packing=config.packing, device=model.device)
     indices = range(len(examples))
     tables = {name: torch.tensor(score_examples(m, examples, indices, tokenizer.pad_token_id, not per_response,
                                                 **options), dtype=torch.float32)
               for name, m in (("prev", model), ("ref", magnet_model))}
-    tmp = path.with_suffix(".tmp")
-    torch.save(tables, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file(tables, str(tmp)))
     return tables
 
 
@@ -210,14 +260,7 @@ def _save_model(model, tokenizer, directory: Path) -> None:
 
 def _read_state(out: Path) -> dict:
     path = out / "state.json"
-    return json.loads(path.read_text()) if path.is_file() else {"completed": 0, "magnet": 0}
-
-
-def _write_json(path: Path, value) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value))
-    os.replace(tmp, path)
+    return read_json(path) if path.is_file() else {"completed": 0, "magnet": 0}
 
 
 def _plot(out: Path) -> None:
@@ -246,8 +289,6 @@ def _plot(out: Path) -> None:
         ax.set_title(name)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        target = out / "plots" / f"{name.replace('/', '_')}.png"
-        tmp = target.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=100)
+        atomic_write(out / "plots" / f"{name.replace('/', '_')}.png",
+                     lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
         plt.close(fig)
-        os.replace(tmp, target)

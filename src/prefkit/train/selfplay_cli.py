@@ -13,7 +13,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--config", help="YAML config (see configs/mpo.yaml, inpo.yaml, ...)")
     parser.add_argument("--model", help="local path or hub id of the initial policy (also the initial magnet)")
     parser.add_argument("--output-dir", dest="output_dir", help="run directory")
-    parser.add_argument("--resume", action="store_true", default=None, help="continue an interrupted run")
+    parser.add_argument("--resume", action="store_true", default=None, 
+                        help="continue the run in the output directory (same settings only)")
+    parser.add_argument("--overwrite", action="store_true", default=None,
+                        help="remove an earlier run in the output directory and start afresh")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="any config key")
     parser.set_defaults(run=run)
 
@@ -23,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from prefkit.train.selfplay import selfplay
     from prefkit.train.selfplay_config import SelfPlayConfig
 
-    flags = {k: getattr(args, k) for k in ("model", "output_dir", "resume")}
+    flags = {k: getattr(args, k) for k in ("model", "output_dir", "resume", "overwrite")}
     config = load_config(args.config, flags, args.overrides, kind=SelfPlayConfig)
     print(f"final policy: {selfplay(config)}")
     return 0

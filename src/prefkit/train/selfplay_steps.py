@@ -53,13 +53,18 @@ def _pairs(mode: str, rates: np.ndarray, matrix: np.ndarray) -> list[tuple[int, 
     return [(int(ranked[0]), int(second))] if rates[ranked[0]] > rates[second] else []
 
 
-def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response: bool, seed: int) -> list[float]:
+def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response: bool, seed: int,
+                  stop=None) -> list[float]:
     """E epochs of the method's loss over this iteration's examples, from a fresh AdamW (as the iterative
-    pipelines of SPPO and INPO restart each iteration). Returns the per-step losses."""
+    pipelines of SPPO and INPO restart each iteration). Returns the per-step losses. Seeded, so a resumed
+    iteration refits bit for bit; returns early when `stop` (prefkit.train.signals) has been requested."""
+    from prefkit.train.guard import NonFiniteGuard
     from prefkit.train.offline import PolicyLogps
 
     if not examples:
         return [float("nan")]
+    torch.manual_seed(config.seed * 1000 + seed)  # dropout draws do not depend on what ran before
+    guard = NonFiniteGuard(config.max_nonfinite_steps)
     policy = PolicyLogps(model, config.logprob_chunk_size, config.packing)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
@@ -68,6 +73,8 @@ def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_respon
     seen = []
     model.train()
     for step in range(config.epochs * order.per_epoch):
+        if stop is not None and stop.requested:
+            break
         indices = order.indices(step)
         batch = collate(examples, indices, tokenizer.pad_token_id, not per_response, device)
         logps, lengths = policy(batch)
@@ -84,10 +91,11 @@ def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_respon
                                rejected_lengths=lengths.chunk(2)[1], **extra)
         loss = losses.compute(config.loss, **loss_inputs, **config.loss_params).mean()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
+        if guard.allows(step + 1, loss.item(), grad_norm):
+            optimizer.step()
+            seen.append(loss.item())
         optimizer.zero_grad(set_to_none=True)
-        seen.append(loss.item())
     model.eval()
     return seen
 
