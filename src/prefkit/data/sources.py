@@ -9,6 +9,7 @@ the reading: it becomes a bad row like any other.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,26 +47,47 @@ def load_rows(source, split: str = "train") -> Loaded:
     return _hub_or_folder(str(source), split)
 
 
-def _jsonl(path: Path, name: str, split: str, text: str | None = None) -> Loaded:
+def _jsonl(path: Path, name: str, split: str) -> Loaded:
     loaded = Loaded(name, "line", [])
-    text = path.read_text(encoding="utf-8") if text is None else text
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    # Lines are split as bytes (\n, \r\n, \r, as an editor counts them) and decoded one by one, so bytes that
+    # are not UTF-8 make one bad line, not an unreadable file.
+    for number, raw in enumerate(path.read_bytes().removeprefix(_BOM).splitlines(), 1):
+        if not raw.strip():
             continue
         try:
-            loaded.rows.append((number, json.loads(line)))
+            loaded.rows.append((number, json.loads(raw.decode("utf-8"))))
+        except UnicodeDecodeError as error:
+            loaded.unreadable.append(BadRow(number, None, _not_utf8(raw, error.start)))
         except json.JSONDecodeError as error:
             loaded.unreadable.append(BadRow(number, None, f"not valid JSON: {error.msg} (column {error.colno})"))
     return loaded
 
 
-def _json(path: Path, name: str, split: str) -> Loaded:
-    text = path.read_text(encoding="utf-8")
+def read_text(path: Path, name: str) -> str:
+    """The file as text; bytes that are not UTF-8 are one error naming the file, line and column."""
+    data = path.read_bytes().removeprefix(_BOM)
     try:
-        data = json.loads(text)
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        start = data.rfind(b"\n", 0, error.start) + 1
+        line = data.count(b"\n", 0, error.start) + 1
+        raise PrefkitError(f"{name} line {line}: {_not_utf8(data[start:], error.start - start)}") from None
+
+
+def _not_utf8(line: bytes, at: int) -> str:
+    column = len(line[:at].decode("utf-8", errors="replace")) + 1
+    return f"not valid UTF-8: byte 0x{line[at]:02x} at column {column} (save the file as UTF-8)"
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _json(path: Path, name: str, split: str) -> Loaded:
+    try:
+        data = json.loads(read_text(path, name))
     except json.JSONDecodeError as error:
         if error.msg == "Extra data":  # JSON lines saved as .json, as datasets' to_json writes them
-            return _jsonl(path, name, split, text)
+            return _jsonl(path, name, split)
         raise PrefkitError(f"{name}: not valid JSON: {error.msg} at line {error.lineno}") from None
     if isinstance(data, dict) and isinstance(data.get(split), list):
         data = data[split]
@@ -78,14 +100,22 @@ def _json(path: Path, name: str, split: str) -> Loaded:
 
 
 def _parquet(path: Path, name: str, split: str) -> Loaded:
+    import pyarrow
     import pyarrow.parquet as pq
 
-    return Loaded(name, "row", list(enumerate(pq.read_table(path).to_pylist(), 1)))
+    try:
+        table = pq.read_table(path)
+    except (pyarrow.ArrowException, OSError) as error:
+        raise PrefkitError(f"{name}: not a readable parquet file ({type(error).__name__}: {error})") from None
+    return Loaded(name, "row", list(enumerate(table.to_pylist(), 1)))
 
 
 def _csv(path: Path, name: str, split: str) -> Loaded:
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = [_csv_row(row) for row in csv.DictReader(handle)]
+    reader = csv.DictReader(io.StringIO(read_text(path, name), newline=""))
+    try:
+        rows = [_csv_row(row) for row in reader]
+    except csv.Error as error:  # a NUL byte, a field over csv's size limit, ...
+        raise PrefkitError(f"{name} line {reader.line_num}: not readable as CSV: {error}") from None
     return Loaded(name, "row", list(enumerate(rows, 1)))
 
 

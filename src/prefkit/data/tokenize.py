@@ -17,15 +17,20 @@ completion (what training sees). The rules, in order:
    own and appended to the prompt ids; the row counts in `template_mismatch`.
 3. EOS. Each completion ends with exactly one EOS (`tokenizer.eos_token`): template text after the last EOS
    (ChatML's "\\n") is not generated and is dropped; a missing EOS is appended; a repeated one is collapsed. A
-   standard completion with an EOS before its end is a bad row. Truncated completions end where they are cut.
+   completion whose text holds a special token's text (EOS before its end, a role marker) is a bad row: the
+   tokenizer would read it as the control token. Truncated completions end where they are cut.
 4. BOS. A prompt that starts with BOS twice (text that already holds it, plus the tokenizer's) keeps one.
 5. Truncation to `max_length` prompt+completion tokens, per sequence: `keep_start` cuts the completion's end
    (TRL's default), `keep_end` cuts the prompt's start after its BOS (the shared prompt is cut to fit the
    longer completion), `drop` drops the row. A row with nothing of its completion (or prompt) left is bad.
+   Fields are first cut to a number of characters that no max_length tokens can span, so a huge row is never
+   tokenized whole; a row that fits is not changed by this.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 from prefkit.data.formats import Record
@@ -62,10 +67,19 @@ class Encoder:
         self.tokenizer, self.style, self.max_length, self.truncation = tokenizer, style, max_length, truncation
         self.eos, self.bos = tokenizer.eos_token_id, tokenizer.bos_token_id
         self.leading = _leading_special_ids(tokenizer) if style == "standard" else []
+        self.control = _control_pattern(tokenizer)
+        # No token spans more characters than the vocabulary's longest entry, so a field longer than this has
+        # more than max_length tokens; the factor 2 leaves room for normalizers that drop characters.
+        longest = max((len(token) for token in tokenizer.get_vocab()), default=1)
+        self.max_chars = None if max_length is None else 2 * max_length * max(longest, 1)
 
     def encode(self, record: Record) -> Encoded | None:
         """The row's ids, or None when the `drop` policy drops it. Raises RowProblem for a bad row."""
         events: set[str] = set()
+        record, capped = self._capped(record)
+        if capped and self.truncation == "drop":
+            return None
+        self._check_control_text(record)
         prompt_text, full_texts = _RENDERERS[self.style](self, record)
         raw_prompt = self.leading + self._ids(prompt_text)
         prompt = raw_prompt
@@ -87,6 +101,35 @@ class Encoder:
             return None
         events.add("truncated")
         return Encoded(*truncated, events)
+
+    def _capped(self, record: Record) -> tuple[Record, bool]:
+        """(the row cut to `max_chars` characters per field, whether anything was cut), so that a huge row costs
+        no more than truncation keeps of it. Each field is cut on the side truncation would cut: the prompt's
+        start under keep_end, else ends. A row that fits is never cut (see `max_chars`)."""
+        limit = self.max_chars
+        if limit is None or all(_length(value) <= limit for value in (record.prompt, *record.completions.values())):
+            return record, False
+        prompt = _cut(record.prompt, limit, keep_end=self.truncation == "keep_end")
+        completions = {name: _cut(value, limit, keep_end=False) for name, value in record.completions.items()}
+        return dataclasses.replace(record, prompt=prompt, completions=completions), True
+
+    def _check_control_text(self, record: Record) -> None:
+        """A completion must not hold the text of a special token (EOS, a role marker): the tokenizer would turn
+        it into the control token, and training would teach the model to emit it mid-answer. EOS text at the very
+        end of a text is allowed: it says where the answer ends, as the EOS appended anyway does."""
+        if self.control is None:
+            return
+        eos = self.tokenizer.eos_token
+        for name, value in record.completions.items():
+            for text in [value] if isinstance(value, str) else [message["content"] for message in value]:
+                while eos and text.endswith(eos):
+                    text = text[:-len(eos)]
+                found = self.control.search(text)
+                if found and found.group() == eos:
+                    raise RowProblem(name, f"contains the EOS token {eos!r} before its end")
+                if found:
+                    raise RowProblem(name, f"contains {found.group()!r}, the text of one of the tokenizer's special "
+                                           "tokens (a control token, not data)")
 
     def _ids(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -156,6 +199,35 @@ def _locate_completion(prompt_text: str, full_text: str, record: Record, name: s
         if full_text.startswith(generation_prompt, after) and after + len(generation_prompt) <= start:
             return full_text[after + len(generation_prompt):]
     return full_text[start:]
+
+
+def _control_pattern(tokenizer) -> re.Pattern | None:
+    """What finds the text of the tokenizer's special tokens, or None when it has none or reads them as text."""
+    if getattr(tokenizer, "split_special_tokens", False):
+        return None
+    added = getattr(tokenizer, "added_tokens_decoder", {})
+    specials = {token.content for token in added.values() if token.special} | set(tokenizer.all_special_tokens)
+    specials.discard("")
+    if not specials:
+        return None
+    return re.compile("|".join(re.escape(token) for token in sorted(specials, key=len, reverse=True)))
+
+
+def _length(value) -> int:
+    return len(value) if isinstance(value, str) else sum(len(message["content"]) for message in value)
+
+
+def _cut(value, limit: int, keep_end: bool):
+    """`value` cut to `limit` characters: a string, or messages whose contents share the limit (messages past
+    it keep their place, empty, so the template renders the same turns)."""
+    if isinstance(value, str):
+        return value if len(value) <= limit else value[len(value) - limit:] if keep_end else value[:limit]
+    out = []
+    for message in reversed(value) if keep_end else value:
+        content = _cut(message["content"], limit, keep_end)
+        limit -= len(content)
+        out.append({**message, "content": content})
+    return out[::-1] if keep_end else out
 
 
 def _leading_special_ids(tokenizer) -> list[int]:

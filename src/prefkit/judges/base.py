@@ -10,6 +10,7 @@ grouped by owner in increasing order, so "every pair of prompts before k is good
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from typing import Sequence
 
@@ -19,7 +20,8 @@ from prefkit.errors import PrefkitError
 
 
 class JudgeError(PrefkitError):
-    """A judge raised, returned NaN, a value outside [0, 1] or the wrong number of values.
+    """A judge raised, returned NaN, a value outside [0, 1], something that is not a real number (a string, a
+    bool) or the wrong number of values.
 
     `judge` is the judge's name and `prompt_index` the 0-based index of the prompt, in the list given to the call
     that failed, whose comparison went wrong."""
@@ -135,12 +137,20 @@ class Judge:
         return values, None
 
     def _as_floats(self, raw, n: int) -> np.ndarray:
-        if hasattr(raw, "detach"):  # a torch tensor, possibly on an accelerator
-            raw = raw.detach().double().cpu().numpy()
-        try:
-            values = np.asarray(raw, dtype=float)
-        except (TypeError, ValueError):
-            raise BadOutput(f"returned {_short(raw)}, not numbers") from None
+        if hasattr(raw, "detach"):  # a torch tensor, possibly on an accelerator or in bfloat16
+            raw = raw.detach().cpu()
+            raw = raw.double().numpy() if raw.is_floating_point() or "int" in str(raw.dtype) else raw.numpy()
+        if not isinstance(raw, (list, tuple)):
+            raw = np.asarray(raw)
+        if isinstance(raw, np.ndarray) and raw.dtype.kind in "iuf":
+            values = raw.astype(float)
+        else:  # checked item by item: np.asarray would read "0.7" and True as numbers
+            items = raw.ravel() if isinstance(raw, np.ndarray) else raw
+            try:
+                values = np.array([real_number(item) for item in items], dtype=float)
+            except BadOutput:
+                raise BadOutput(f"returned {_short(raw)}, not numbers") from None
+            values = values.reshape(raw.shape) if isinstance(raw, np.ndarray) else values
         if values.shape != (n,):
             raise BadOutput(f"returned {values.size} values (shape {values.shape}) for {n} comparisons")
         return values
@@ -153,6 +163,16 @@ class Judge:
         judge_error = JudgeError(message, judge=self.name, prompt_index=k)
         judge_error.__cause__ = error  # keep the judge's own traceback for whoever debugs it
         return judge_error
+
+
+def real_number(value) -> float:
+    """`value` as a float when it is a real number (a 0-d array or tensor counts). Bools and strings are not,
+    though float() takes them: a judge that returns "0.7" or True has a bug that must not pass silently."""
+    if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BadOutput(f"returned {_short(value)}, not a number")
+    return float(value)
 
 
 def _short(value, limit: int = 80) -> str:

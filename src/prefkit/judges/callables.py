@@ -12,7 +12,7 @@ import importlib
 from typing import Callable
 
 from prefkit.errors import PrefkitError
-from prefkit.judges.base import BadOutput, Judge, PairFailure
+from prefkit.judges.base import BadOutput, Judge, PairFailure, real_number
 
 
 class CallableJudge(Judge):
@@ -92,9 +92,9 @@ def task_oracle(name: str = "") -> CallableJudge:
 
 def _number(value, i: int, values: list[float]) -> float:
     try:
-        return float(value)  # NaN and out-of-range values are the base class's to report
-    except (TypeError, ValueError):
-        raise PairFailure(i, BadOutput(f"returned {value!r}, not a number"), values) from None
+        return real_number(value)  # NaN and out-of-range values are the base class's to report
+    except BadOutput as error:
+        raise PairFailure(i, error, values) from None
 
 
 def _qualified_name(fn) -> str:

@@ -6,6 +6,8 @@ Nothing reaches the network unless the user names a hub id; `trust_remote_code` 
 from __future__ import annotations
 
 import os
+import pickle
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +31,10 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
-        raise PrefkitError(f"could not load a tokenizer from '{name_or_path}': {error}") from None
+        raise PrefkitError(f"could not load a tokenizer from '{name_or_path}': {one_line(error)}") from None
+    except Exception as error:  # a damaged tokenizer.json fails with whatever the parser hit (KeyError, ...)
+        raise PrefkitError(f"could not load a tokenizer from '{name_or_path}': {type(error).__name__}: "
+                           f"{one_line(error)} (is tokenizer.json damaged?)") from error
     if tokenizer.pad_token is None:  # right padding is masked out, so any id will do; EOS is the convention
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -51,10 +56,18 @@ def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: 
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=DTYPES[dtype])
+    check_weights(name_or_path)
     try:
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refused a pickle that holds code
+        raise PrefkitError(f"{_weight_files(name_or_path, ('.bin', '.pt', '.pth'))}: holds more than tensors "
+                           f"({_refusal(error)}); prefkit does not unpickle it, since that could run code. Use "
+                           "safetensors weights from a source you trust") from error
     except (OSError, ValueError, ImportError) as error:
-        raise PrefkitError(f"could not load a causal LM from '{name_or_path}': {error}") from None
+        raise PrefkitError(f"could not load a causal LM from '{name_or_path}': {one_line(error)}") from None
+    except Exception as error:  # a damaged weights file: safetensors, torch and transformers raise many types
+        raise PrefkitError(f"could not load a causal LM from '{name_or_path}': {type(error).__name__}: "
+                           f"{one_line(error)}") from error
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
@@ -64,6 +77,40 @@ def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: 
 
         fuse_modules(model)
     return model
+
+
+def check_weights(name_or_path: str) -> None:
+    """A local model folder's safetensors files, checked by their headers only (cheap: nothing is read into
+    memory), so that a damaged file is one error naming it, before anything heavy loads."""
+    from safetensors import safe_open
+
+    folder = Path(os.path.expanduser(name_or_path))
+    for file in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(str(file), framework="pt"):
+                pass
+        except Exception as error:  # SafetensorError, or OSError for an unreadable file
+            raise PrefkitError(f"{file}: not a readable safetensors file ({one_line(error)}); the file is "
+                               "damaged or incomplete (download or save it again)") from error
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message: the CLI prints one line, and some libraries write paragraphs."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def _refusal(error: BaseException) -> str:
+    """torch's reason for refusing a pickle (the line naming the blocked global), without its advice to load
+    the file with weights_only=False."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), one_line(error))
+
+
+def _weight_files(name_or_path: str, suffixes: tuple[str, ...]) -> str:
+    folder = Path(os.path.expanduser(name_or_path))
+    files = sorted(str(f) for f in folder.glob("*") if f.suffix in suffixes) if folder.is_dir() else []
+    return ", ".join(files) or name_or_path
 
 
 def add_lora(model, options: dict[str, Any], quantized: bool = False):

@@ -1,13 +1,15 @@
 """The offline training configuration: one dataclass, validated before anything loads.
 
 Sources, in increasing priority: the dataclass defaults, a YAML file (`--config`), command-line flags, and
-`key=value` overrides. An unknown key is an error that names the key and the closest valid one.
+`key=value` overrides. An unknown key is an error that names the key and the closest valid one; every unknown
+key and bad value is reported at once (prefkit.train.validation).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,10 @@ from typing import Any
 import yaml
 
 from prefkit.errors import PrefkitError
+from prefkit.modeling.load import DTYPES
+from prefkit.train.tracking import BACKENDS
+from prefkit.train.validation import (above, at_least, check_fields, lora_problems, loss_problems, raise_problems,
+                                      within)
 
 REFERENCE_MODES = ("auto", "precomputed", "copy", "adapter", "none")
 SCHEDULES = ("linear", "cosine", "constant")
@@ -69,50 +75,71 @@ class TrainConfig:
     save_steps: int | None = None
     keep_checkpoints: int = 2
     report_to: list[str] = field(default_factory=lambda: ["jsonl"])
-    resume: bool = False
+    resume: bool = False  # continue the run in output_dir (same settings only)
+    overwrite: bool = False  # remove an earlier run in output_dir and start afresh
+    max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops
     progress: bool = True
 
     def validate(self) -> "TrainConfig":
-        for name in ("model", "data", "output_dir"):
-            if not getattr(self, name):
-                raise PrefkitError(f"config: '{name}' is required (flag --{name.replace('_', '-')})")
-        _choice("reference", self.reference, REFERENCE_MODES)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("mixed_precision", self.mixed_precision, PRECISIONS)
-        _choice("truncation", self.truncation, ("keep_start", "keep_end", "drop"))
-        _choice("on_bad_rows", self.on_bad_rows, ("error", "skip"))
-        for name in ("batch_size", "grad_accum", "max_length", "logging_steps", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                raise PrefkitError(f"config: '{name}' must be >= 1 (got {getattr(self, name)})")
-        if self.learning_rate <= 0:
-            raise PrefkitError(f"config: 'learning_rate' must be > 0 (got {self.learning_rate})")
-        if self.ref_sync_steps is not None and self.reference not in ("copy", "auto"):
-            raise PrefkitError("config: 'ref_sync_steps' (TR-DPO) needs reference: copy")
-        from prefkit import losses  # checks the loss names and hyper-parameters before any model loads
-
-        names = [self.loss] if isinstance(self.loss, str) else list(self.loss)
-        specs = [losses.get(n) for n in names]
-        params = dict(self.loss_params)
-        for spec in specs:  # each component checks the hyper-parameters it has
-            spec.check_hyperparameters({k: v for k, v in params.items() if k in spec.defaults})
-        unknown = [k for k in params if k.rpartition(".")[2] not in {p for s in specs for p in s.defaults}]
-        if unknown:
-            raise PrefkitError(f"config: loss_params has '{unknown[0]}', which no loss in {names} takes")
+        raise_problems(self.problems())
         return self
 
+    def problems(self) -> list[str]:
+        """Every problem with the values, not only the first: a user fixes them all in one go."""
+        problems, bad = check_fields(self, TRAIN_LIMITS, TRAIN_CHOICES, TRAIN_REQUIRED)
+        if not bad & {"warmup_steps", "max_steps"} and self.max_steps is not None \
+                and self.warmup_steps > self.max_steps:
+            problems.append(f"'warmup_steps' ({self.warmup_steps}) must be <= 'max_steps' ({self.max_steps})")
+        if self.ref_sync_steps is not None and self.reference not in ("copy", "auto"):
+            problems.append("'ref_sync_steps' (TR-DPO) needs reference: copy")
+        if "lora" not in bad and self.lora is not None:
+            problems += lora_problems(self.lora)
+        if not bad & {"loss", "loss_params", "loss_weights"}:
+            problems += self._loss_problems()
+        return problems
 
-def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise PrefkitError(f"config: '{name}' must be one of {', '.join(allowed)} (got {value!r})")
+    def _loss_problems(self) -> list[str]:
+        names = [self.loss] if isinstance(self.loss, str) else list(self.loss)
+        problems, specs = loss_problems(names, self.loss_params)
+        if self.loss_weights is not None and len(self.loss_weights) != len(names):
+            problems.append(f"'loss_weights' has {len(self.loss_weights)} weights for {len(names)} losses {names}")
+        unknown = [k for k in self.loss_params if k.rpartition(".")[2] not in {p for s in specs for p in s.defaults}]
+        if specs and unknown:
+            problems.append(f"loss_params has '{unknown[0]}', which no loss in {names} takes")
+        return problems
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's optimizer steps, once the data fixes `steps_per_epoch`; raises when the warmup would not
+        end before training does (the schedule would never reach its peak learning rate)."""
+        total = self.max_steps if self.max_steps is not None else math.ceil(self.epochs * steps_per_epoch)
+        if self.warmup_steps > total:
+            raise PrefkitError(f"config: 'warmup_steps' ({self.warmup_steps}) must be <= the run's {total} optimizer "
+                               f"steps ({self.epochs:g} epochs of {steps_per_epoch})")
+        return total
 
 
-def check_keys(values: dict[str, Any], where: str, kind: type = TrainConfig) -> None:
+TRAIN_REQUIRED = {"model": "--model", "data": "--data", "output_dir": "--output-dir", "loss": "--loss"}
+TRAIN_CHOICES = {"reference": REFERENCE_MODES, "schedule": SCHEDULES, "mixed_precision": PRECISIONS,
+                 "truncation": ("keep_start", "keep_end", "drop"), "on_bad_rows": ("error", "skip"),
+                 "dtype": tuple(DTYPES), "report_to": BACKENDS}
+TRAIN_LIMITS = {"max_length": at_least(2), "ref_sync_steps": at_least(1), "ref_mixup_alpha": within(0, 1),
+                "max_steps": at_least(1), "epochs": above(0), "batch_size": at_least(1), "grad_accum": at_least(1),
+                "learning_rate": above(0), "weight_decay": at_least(0), "warmup_steps": at_least(0),
+                "max_grad_norm": above(0), "logprob_chunk_size": at_least(1), "seed": at_least(0),
+                "logging_steps": at_least(1), "eval_steps": at_least(1), "save_steps": at_least(1),
+                "keep_checkpoints": at_least(1), "max_nonfinite_steps": at_least(1)}
+
+
+def check_keys(values: dict[str, Any], where: str, kind: type = TrainConfig) -> list[str]:
+    """One problem per key that `kind` does not have, with the closest valid key when there is one."""
     fields = {f.name for f in dataclasses.fields(kind)}
+    problems = []
     for key in values:
         if key not in fields:
-            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.5)
+            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise PrefkitError(f"{where}: unknown key '{key}'{hint}")
+            problems.append(f"{where}: unknown key '{str(key)[:80]}'{hint}")
+    return problems
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -120,56 +147,51 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise PrefkitError(f"override '{text}' is not key=value")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as error:
+        raise PrefkitError(f"override '{text}': the value is not valid YAML: {error}") from None
 
 
 def load_config(path: str | None = None, flags: dict[str, Any] | None = None,
                 overrides: list[str] | tuple[str, ...] = (), kind: type = TrainConfig):
-    """A validated `kind` (TrainConfig, or the self-play config) from YAML, flags and key=value overrides."""
+    """A validated `kind` (TrainConfig, or the self-play config) from YAML, flags and key=value overrides; every
+    unknown key and bad value is reported in one error."""
     values: dict[str, Any] = {}
+    problems: list[str] = []
     if path:
-        file = Path(path)
-        if not file.is_file():
-            raise PrefkitError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(file.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise PrefkitError(f"{path}: not valid YAML: {error}") from None
-        if not isinstance(loaded, dict):
-            raise PrefkitError(f"{path}: expected a mapping of config keys at the top level")
-        check_keys(loaded, path, kind)
+        loaded = _read_yaml(path)
+        problems += check_keys(loaded, path, kind)
         values.update(loaded)
     values.update({k: v for k, v in (flags or {}).items() if v is not None})
     for text in overrides:
         key, value = parse_override(text)
         head, _, sub = key.partition(".")
-        check_keys({head: None}, "override", kind)
+        unknown = check_keys({head: None}, "override", kind)
+        problems += unknown
+        if unknown:
+            continue
         if sub:  # e.g. loss_params.beta=0.2 or lora.r=8
-            values[head] = {**(values.get(head) or {}), sub: value}
+            before = values.get(head)
+            values[head] = {**(before if isinstance(before, dict) else {}), sub: value}
         else:
             values[key] = value
-    config = kind(**values)
-    _check_types(config)
-    return config.validate()
+    names = {f.name for f in dataclasses.fields(kind)}
+    config = kind(**{k: v for k, v in values.items() if k in names})
+    raise_problems(problems + config.problems())
+    return config
 
 
-def _check_types(config) -> None:
-    expect = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    for f in dataclasses.fields(config):
-        name = f.name
-        value = getattr(config, name)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        union_with_list = "list" in str(f.type)  # e.g. loss: a name or a list of names
-        kind = type(default) if default is not None and not union_with_list and not isinstance(default, dict) \
-            else None
-        if kind is float and isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
-            try:
-                value = float(value)
-                setattr(config, name, value)
-            except ValueError:
-                pass
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            setattr(config, name, float(value))
-        elif kind is not None and value is not None and not isinstance(value, kind) or (
-                kind is int and isinstance(value, bool)):
-            raise PrefkitError(f"config: '{name}' must be {expect.get(kind, kind.__name__)} (got {value!r})")
+def _read_yaml(path: str) -> dict:
+    from prefkit.data.sources import read_text
+
+    file = Path(path)
+    if not file.is_file():
+        raise PrefkitError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(read_text(file, path)) or {}
+    except yaml.YAMLError as error:
+        raise PrefkitError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise PrefkitError(f"{path}: expected a mapping of config keys at the top level")
+    return loaded

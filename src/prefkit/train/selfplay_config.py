@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefkit.errors import PrefkitError
+from prefkit.modeling.load import DTYPES
+from prefkit.train.validation import Limit, above, at_least, check_fields, loss_problems, raise_problems, within
 
 PAIRINGS = ("all", "best_worst", "top2")
 
@@ -46,29 +47,32 @@ class SelfPlayConfig:
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
     seed: int = 0
-    resume: bool = False
+    resume: bool = False  # continue the run in output_dir (same settings only)
+    overwrite: bool = False  # remove an earlier run in output_dir and start afresh
+    max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops
     progress: bool = True
 
     def validate(self) -> "SelfPlayConfig":
-        from prefkit import losses
-
-        for name in ("model", "output_dir"):
-            if not getattr(self, name):
-                raise PrefkitError(f"config: '{name}' is required")
-        if self.pairs not in PAIRINGS:
-            raise PrefkitError(f"config: 'pairs' must be one of {', '.join(PAIRINGS)} (got {self.pairs!r})")
-        for name in ("iterations", "prompts_per_iteration", "epochs", "batch_size", "max_new_tokens", "eval_samples",
-                     "eval_limit", "judge_chunk_size"):
-            if getattr(self, name) < 1:
-                raise PrefkitError(f"config: '{name}' must be >= 1 (got {getattr(self, name)})")
-        if self.samples_per_prompt < 2:
-            raise PrefkitError("config: 'samples_per_prompt' must be >= 2 (win rates need an opponent)")
-        if not 0 <= self.mixture_coef <= 1:
-            raise PrefkitError(f"config: 'mixture_coef' must be in [0, 1] (got {self.mixture_coef})")
-        if self.refresh_every is not None and self.refresh_every < 1:
-            raise PrefkitError(f"config: 'refresh_every' must be >= 1 or null (got {self.refresh_every})")
-        spec = losses.get(self.loss)
-        if spec.family not in ("self-play", "one-sided", "two-sided"):
-            raise PrefkitError(f"config: loss '{self.loss}' ({spec.family}) cannot be trained from self-play pairs")
-        spec.check_hyperparameters(self.loss_params)
+        raise_problems(self.problems())
         return self
+
+    def problems(self) -> list[str]:
+        """Every problem with the values, not only the first (the same checks as `prefkit train`'s config)."""
+        problems, bad = check_fields(self, SELFPLAY_LIMITS, {"pairs": PAIRINGS, "dtype": tuple(DTYPES)},
+                                     {"model": "--model", "output_dir": "--output-dir"})
+        if not bad & {"loss", "loss_params"}:
+            more, specs = loss_problems([self.loss], self.loss_params)
+            problems += more
+            if specs and specs[0].family not in ("self-play", "one-sided", "two-sided"):
+                problems.append(f"loss '{self.loss}' ({specs[0].family}) cannot be trained from self-play pairs")
+        return problems
+
+
+SELFPLAY_LIMITS = {
+    "refresh_every": at_least(1), "refresh_gap": above(0), "mixture_coef": within(0, 1), "iterations": at_least(1),
+    "prompts_per_iteration": at_least(1), "samples_per_prompt": at_least(2), "epochs": at_least(1),
+    "batch_size": at_least(1), "learning_rate": above(0), "max_grad_norm": above(0),
+    "temperature": Limit("> 0 (self-play samples K different answers: there is no greedy decoding)",
+                         lambda value: value > 0), "top_p": within(0, 1, open_low=True), "max_new_tokens": at_least(1),
+    "eval_samples": at_least(1), "eval_limit": at_least(1), "judge_chunk_size": at_least(1),
+    "logprob_chunk_size": at_least(1), "seed": at_least(0), "max_nonfinite_steps": at_least(1)}
