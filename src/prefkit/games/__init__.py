@@ -9,6 +9,7 @@ NumPy and SciPy only; importing this package never imports torch.
     >>> games.nash(P)                                  # (4/11, 3/11, 4/11)
     >>> run = games.simulate(P, "mpo", 1000, eta=0.5, alpha=0.2, refresh_every=20)
     >>> run.gaps[-1]                                   # about 6e-7
+    >>> games.plan(P, [0.6, 0.3, 0.1])[0]              # the MPO (eta, alpha, refresh period) with the smallest gap
 """
 
 from prefkit.games.driver import Trajectory, simulate
@@ -16,9 +17,10 @@ from prefkit.games.dynamics import ALGORITHMS, canonical_name
 from prefkit.games.matrices import (bradley_terry, check_preference, cycle3, cyclic3, cyclic_tournament, load,
                                     mixture, random_game, rps)
 from prefkit.games.metrics import duality_gap, kl, nash, qre, regularised_gap, win_rates
+from prefkit.games.planner import PlanRow, inner_progress, plan, recommended, refreshes_early
 
 __all__ = [
-    "ALGORITHMS", "Trajectory", "bradley_terry", "canonical_name", "check_preference", "cycle3", "cyclic3",
-    "cyclic_tournament", "duality_gap", "kl", "load", "mixture", "nash", "qre", "random_game",
-    "regularised_gap", "rps", "simulate", "win_rates",
+    "ALGORITHMS", "PlanRow", "Trajectory", "bradley_terry", "canonical_name", "check_preference", "cycle3",
+    "cyclic3", "cyclic_tournament", "duality_gap", "inner_progress", "kl", "load", "mixture", "nash", "plan", "qre",
+    "random_game", "recommended", "refreshes_early", "regularised_gap", "rps", "simulate", "win_rates",
 ]

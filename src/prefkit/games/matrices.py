@@ -100,17 +100,21 @@ def mixture(n: int, cyclic_weight: float, seed: int = 0) -> np.ndarray:
 
 def load(path) -> np.ndarray:
     """Read a preference matrix from .csv (comma-separated, no header) or .npy and check it."""
+    return check_preference(read_array(path, "preference matrix"), str(path))
+
+
+def read_array(path, what: str) -> np.ndarray:
+    """A numeric array from .csv (comma-separated, no header) or .npy, or a PrefkitError naming the file."""
     path = Path(path)
     if not path.is_file():
-        raise PrefkitError(f"preference matrix file not found: {path}")
+        raise PrefkitError(f"{what} file not found: {path}")
     readers = {".csv": lambda p: np.loadtxt(p, delimiter=",", ndmin=2), ".npy": np.load}
     if path.suffix.lower() not in readers:
-        raise PrefkitError(f"{path}: unknown preference-matrix format {path.suffix!r}; use .csv or .npy")
+        raise PrefkitError(f"{path}: unknown {what} format {path.suffix!r}; use .csv or .npy")
     try:
-        P = readers[path.suffix.lower()](path)
+        return readers[path.suffix.lower()](path)
     except (ValueError, OSError) as error:
-        raise PrefkitError(f"{path}: cannot read a preference matrix: {error}") from None
-    return check_preference(P, str(path))
+        raise PrefkitError(f"{path}: cannot read a {what}: {error}") from None
 
 
 # Named games for the CLI (`--game NAME`); each takes the seed and n, and uses what it needs.

@@ -14,13 +14,13 @@ its exact duality gap, follow from sequence log-probs. See docs/task.md.
 from prefkit.tasks.families import CYCLIC_GAMES, MALFORMED_LOSS, REFERENCE_MALFORMED, CyclicGame, PromptSpec
 from prefkit.tasks.offline import label_pairs, preference_rows, unpaired_rows, write_jsonl
 from prefkit.tasks.policy import (canonical_distribution, canonical_distributions, completion_logps, completion_nll,
-                                  encode_completion, encode_prompt, exact_gap, exact_gaps, pretrain, reference_model,
-                                  sample_responses)
+                                  cyclic_games, encode_completion, encode_prompt, exact_gap, exact_gaps, pretrain,
+                                  reference_model, sample_responses)
 from prefkit.tasks.synthetic import KINDS, OracleJudge, SyntheticTask, as_row
 
 __all__ = [
     "CYCLIC_GAMES", "KINDS", "MALFORMED_LOSS", "REFERENCE_MALFORMED", "CyclicGame", "OracleJudge", "PromptSpec",
     "SyntheticTask", "as_row", "canonical_distribution", "canonical_distributions", "completion_logps",
-    "completion_nll", "encode_completion", "encode_prompt", "exact_gap", "exact_gaps", "label_pairs", "pretrain",
-    "preference_rows", "reference_model", "sample_responses", "unpaired_rows", "write_jsonl",
+    "completion_nll", "cyclic_games", "encode_completion", "encode_prompt", "exact_gap", "exact_gaps", "label_pairs",
+    "pretrain", "preference_rows", "reference_model", "sample_responses", "unpaired_rows", "write_jsonl",
 ]

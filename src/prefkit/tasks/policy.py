@@ -125,6 +125,16 @@ def canonical_distribution(model, tokenizer, task, prompt: str) -> tuple[np.ndar
     return canonical_distributions(model, tokenizer, task, [prompt])[0]
 
 
+def cyclic_games(model, tokenizer, task, split: str = "train") -> list[tuple[str, np.ndarray, np.ndarray, float]]:
+    """The task's cyclic games as the model starts them: for each cyclic prompt of `split` ("train", "eval" or
+    "all"), (prompt, preference matrix, the model's renormalised distribution over the canonical answers, the mass
+    outside them). What the game lab's planner (docs/games.md, "Planning MPO's settings") simulates from."""
+    splits = ("train", "eval") if split == "all" else (split,)
+    prompts = [p for s in splits for p in task.prompts("cyclic", split=s)]
+    return [(p, task.preference_matrix(p), probs, outside)
+            for p, (probs, outside) in zip(prompts, canonical_distributions(model, tokenizer, task, prompts))]
+
+
 def exact_gaps(model, tokenizer, task, prompts: Sequence[str]) -> np.ndarray:
     """Duality gap DG(π) = 2 max_y P(y beats π) - 1 of the model's renormalised canonical distribution, per prompt."""
     from prefkit.games import duality_gap
