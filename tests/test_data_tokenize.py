@@ -214,3 +214,77 @@ def test_fingerprint_follows_the_examples_and_the_settings(tmp_path, tok):
     assert prepare(other, tok).fingerprint != base
     weighted = write(tmp_path, [dict(LONG, weight=0.5)], name="weighted.jsonl")
     assert prepare(weighted, tok).fingerprint != base
+
+
+class CountingTokenizer:
+    """The tokenizer, recording the length of every text it is asked to tokenize."""
+
+    def __init__(self, tokenizer):
+        self._tokenizer, self.lengths = tokenizer, []
+
+    def __call__(self, text, **kwargs):
+        self.lengths.append(len(text))
+        return self._tokenizer(text, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._tokenizer, name)
+
+
+def encode_both(tok, record, max_length, truncation):
+    """(the outcome with the character cap, the outcome for the whole row) of one record: the encoding, or the
+    bad-row problem."""
+    from prefkit.data.tokenize import Encoder, RowProblem
+
+    style = "standard" if isinstance(record.prompt, str) else "conversational"
+    capped, whole = Encoder(tok, style, max_length, truncation), Encoder(tok, style, max_length, truncation)
+    whole.max_chars = None
+    outcomes = []
+    for encoder in (capped, whole):
+        try:
+            outcomes.append(encoder.encode(record))
+        except RowProblem as problem:
+            outcomes.append((problem.field, problem.reason))
+    return outcomes
+
+
+WORDS = "The sky is blue. hello there, how are you? What colour is the sky? ".split()
+
+
+@pytest.mark.parametrize("truncation", ["keep_start", "keep_end", "drop"])
+def test_the_character_cap_changes_no_row_that_fits(tok, truncation):
+    import random
+
+    from prefkit.data.formats import Record
+
+    rng = random.Random(0)
+    for _ in range(40):  # lengths around max_length, on both sides of it
+        text = lambda n: " " + " ".join(rng.choices(WORDS, k=n))  # noqa: E731
+        record = Record(1, text(rng.randint(1, 30)).strip(), {"chosen": text(rng.randint(1, 30)),
+                                                              "rejected": text(rng.randint(1, 30))})
+        capped, whole = encode_both(tok, record, 24, truncation)
+        assert capped == whole
+
+
+def test_a_huge_conversational_row_is_cut_before_it_is_tokenized(tok):
+    from prefkit.data.formats import Record
+    from prefkit.data.tokenize import Encoder
+
+    huge = "The sky is blue. " * 600_000  # 10 MB in one message
+    record = Record(1, [msg("user", "What colour is the sky?")], {"chosen": [msg("assistant", huge)],
+                                                                  "rejected": [msg("assistant", "green.")]})
+    counting = CountingTokenizer(tok)
+    encoder = Encoder(counting, "conversational", 64, "keep_start")
+    encoded = encoder.encode(record)
+    assert max(counting.lengths) < encoder.max_chars + 200 < 10_000  # the template adds a few characters
+    short = Record(1, record.prompt, {"chosen": [msg("assistant", huge[:2000])], "rejected": [msg("assistant", "green.")]})
+    assert encoded == Encoder(tok, "conversational", 64, "keep_start").encode(short)
+    assert "truncated" in encoded.events and len(encoded.prompt_ids) + len(encoded.completions["chosen"]) == 64
+
+
+def test_a_huge_prompt_under_keep_end_keeps_its_end(tok):
+    from prefkit.data.formats import Record
+
+    record = Record(1, "hello there, " * 5_000 + "What colour is the sky?", {"chosen": " blue.", "rejected": " green."})
+    capped, whole = encode_both(tok, record, 32, "keep_end")
+    assert capped == whole  # whole tokenizes 65 kB; capped only the prompt's last characters
+    assert encode_both(tok, record, 32, "drop")[0] is None

@@ -150,7 +150,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     try:
         return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise PrefkitError(f"override '{text}': the value is not valid YAML: {error}") from None
+        raise PrefkitError(f"override '{text}': the value is not valid YAML ({_yaml_problem(error)})") from None
 
 
 def load_config(path: str | None = None, flags: dict[str, Any] | None = None,
@@ -191,7 +191,15 @@ def _read_yaml(path: str) -> dict:
     try:
         loaded = yaml.safe_load(read_text(file, path)) or {}
     except yaml.YAMLError as error:
-        raise PrefkitError(f"{path}: not valid YAML: {error}") from None
+        raise PrefkitError(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
     if not isinstance(loaded, dict):
         raise PrefkitError(f"{path}: expected a mapping of config keys at the top level")
     return loaded
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's finding in one line, where it has one (its own message quotes the text over several lines)."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(error).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"

@@ -142,7 +142,8 @@ def _field_problem(name: str, value, hint, limit: Limit | None, allowed: tuple |
     except _Mismatch:
         return f"'{name}' must be {expected} (got {short(value)})"
     if limit is not None and coerced is not None and not limit.ok(coerced):
-        return f"'{name}' must be {expected} (got {short(value)})"
+        shown = coerced if isinstance(value, str) else value  # -1e-5 reads as a string in YAML 1.1: show a number
+        return f"'{name}' must be {expected} (got {short(shown)})"
     if allowed is not None:
         return _choice_problem(name, coerced, allowed)
     return None
@@ -184,7 +185,8 @@ def loss_problems(names: list[str], params: dict) -> tuple[list[str], list]:
         default = defaults.get(key.rpartition(".")[2])
         hint = float if isinstance(default, float) else type(default) if default is not None else Any
         try:
-            typed[key] = coerce(value, hint)
+            coerce(value, hint)
+            typed[key] = value
         except _Mismatch:
             problems.append(f"'loss_params.{key}' must be {describe(hint)} (got {short(value)})")
     for spec in specs:  # each component checks the hyper-parameters it has
