@@ -109,3 +109,17 @@ def test_a_deep_copy_computes_with_its_own_weights():
         for p in fused.parameters():
             p.add_(1.0)
     assert torch.equal(frozen(input_ids=ids).logits, before)
+
+
+def test_a_check_is_not_reused_for_a_module_that_computes_something_else():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    fuse(tiny_llama(97, hidden_size=32, layers=1))  # a SiLU Llama first: its MLP class passes the check
+    torch.manual_seed(0)
+    gelu = LlamaForCausalLM(LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=4, hidden_act="gelu"))
+    ids = torch.randint(0, 97, (2, 7), generator=torch.Generator().manual_seed(4))
+    before = _loss(gelu, ids).item()
+    assert fuse(gelu) == 2 + 1  # the norms only: same class as the SiLU Llama's MLP, another activation
+    assert "forward" not in vars(gelu.model.layers[0].mlp)
+    assert _loss(gelu, ids).item() == pytest.approx(before, rel=1e-12)

@@ -7,8 +7,10 @@ no extra matmul): 29% less activation memory on the benchmark's Llama at the sam
 kernels are on GPUs, written with plain tensor operations so they run anywhere.
 
 `fuse(model)` swaps them in module by module, and only where a module computes exactly what they compute: it
-checks each module class once on a random input (a Gemma norm's (1 + w) scale or a GELU MLP is left alone), and
-only plain `nn.Linear` projections without bias qualify (LoRA and quantised layers keep their own forward).
+checks a module on a random input (a Gemma norm's (1 + w) scale or a GELU MLP is left alone), and only plain
+`nn.Linear` projections without bias qualify (LoRA and quantised layers keep their own forward). A check is
+reused for modules that agree in everything that decides it (class, dtype, epsilon, activation, config), never
+for a whole class: a GELU Llama is not a SiLU Llama.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_checked: dict[type, bool] = {}
+_checked: dict[tuple, bool] = {}
+SETTING_TYPES = (bool, int, float, str, type(None))
 
 
 class RMSNormFunction(torch.autograd.Function):
@@ -99,16 +102,31 @@ def _is_mlp(module) -> bool:
     return all(type(p) is nn.Linear and p.bias is None for p in projections)
 
 
+def _signature(module) -> tuple:
+    """What decides whether the fused forward reproduces `module`, apart from its weights: the class and dtype,
+    and every plain setting held by it or its non-projection submodules (epsilon, activation class and its
+    parameters, the config it reads at run time)."""
+    settings = []
+    for name, sub in module.named_modules():
+        if name and isinstance(sub, nn.Linear):
+            continue
+        held = sorted((key, value.to_json_string() if hasattr(value, "to_json_string") else value)
+                      for key, value in vars(sub).items() if not key.startswith("_")
+                      and (isinstance(value, SETTING_TYPES) or hasattr(value, "to_json_string")))
+        settings.append((name, type(sub), tuple(held)))
+    return type(module), next(module.parameters()).dtype, tuple(settings)
+
+
 def _same_values(module, fused_forward, width: int) -> bool:
-    """Whether `fused_forward` reproduces `module` on a random float32 input; decided once per module class."""
-    if type(module) not in _checked:
+    """Whether `fused_forward` reproduces `module` on a random float32 input; decided once per signature."""
+    key = _signature(module)
+    if key not in _checked:
         x = torch.randn(3, width, generator=torch.Generator().manual_seed(0)).to(next(module.parameters()).device)
         with torch.no_grad():
             original = module.forward(x.to(next(module.parameters()).dtype)).float()
             fused = fused_forward(x.to(next(module.parameters()).dtype)).float()
-        _checked[type(module)] = original.shape == fused.shape and torch.allclose(original, fused, rtol=1e-4,
-                                                                                  atol=1e-5)
-    return _checked[type(module)]
+        _checked[key] = original.shape == fused.shape and torch.allclose(original, fused, rtol=1e-4, atol=1e-5)
+    return _checked[key]
 
 
 def fuse(model) -> int:

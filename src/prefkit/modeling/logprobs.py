@@ -1,11 +1,15 @@
 """Summed log-probs of completion tokens, the quantity every loss consumes, without materialising [B, T, V]
 float32 logits.
 
+`score(model, groups)` is the public entry; the training loops call `batch_logps` on collated batches.
 The decoder runs once; the output head runs only at the positions that predict a completion token, over chunks
 whose log-softmax is recomputed in the backward pass when the logits would be large, so peak memory holds one
 chunk of logits. Two layouts: the padding-free packed one (`packed_logps`, see `prefkit.modeling.packing`:
 each prompt once, no padding) and the padded concatenated one (`sequence_logps`) for models that cannot pack.
-`head_logps` is the one function a fused kernel replaces; everything upstream sees only its output.
+Both are exact for every architecture because `prefkit.modeling.probe` asks each model, once, what its own
+forward does after the decoder (a logit scale, a soft cap, or something only its forward can do) and whether
+its layers are all attention under the packing mask. `head_logps` is the one function a fused kernel replaces;
+everything upstream sees only its output.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from prefkit.modeling.packing import PackedBatch, supports_packing
+from prefkit.modeling.packing import PackedBatch, pack, packed_inputs, supports_packing
+from prefkit.modeling.probe import forward_logits, gathered_logps, hidden_states, pad_groups, plan
 
 Tensor = torch.Tensor
 LOGITS_IN_MEMORY = 2 ** 25  # logits elements (128 MB in float32) computed in one pass, without recomputation
@@ -34,28 +39,31 @@ class SequenceLogps:
         return self.logps / self.lengths.clamp(min=1)
 
 
-def _chunk_logps(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, softcap: float | None) -> Tensor:
+def _chunk_logps(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, scale: float,
+                 softcap: float | None) -> Tensor:
     logits = F.linear(hidden, weight, bias)
-    if logits.dtype in (torch.float16, torch.bfloat16):  # log-softmax in at least float32, chunk by chunk
+    if logits.dtype in (torch.float16, torch.bfloat16):  # scaling and log-softmax in float32, chunk by chunk
         logits = logits.float()
+    if scale != 1.0:
+        logits = logits * scale
     if softcap:
         logits = softcap * torch.tanh(logits / softcap)
-    return torch.gather(logits.log_softmax(-1), -1, targets.unsqueeze(-1)).squeeze(-1)
+    return gathered_logps(logits, targets)
 
 
 def head_logps(model, hidden: Tensor, targets: Tensor, chunk_size: int = 1024) -> Tensor:
     """log-softmax of the output head at `hidden` [M, H], gathered at `targets` [M].
 
     When the M x V logits would exceed LOGITS_IN_MEMORY elements, the head runs chunk by chunk and each chunk is
-    recomputed in the backward pass, so memory holds one chunk of logits; below that, one pass is faster."""
-    head = model.get_output_embeddings()
-    softcap = getattr(model.config, "final_logit_softcapping", None)
+    recomputed in the backward pass, so memory holds one chunk of logits; below that, one pass is faster. The
+    logits are scaled and soft-capped as the model's own forward does (`prefkit.modeling.probe`)."""
+    head, how = model.get_output_embeddings(), plan(model)
     chunked = targets.numel() * head.weight.shape[0] > LOGITS_IN_MEMORY
     step = chunk_size if chunked else max(1, targets.numel())
     use_checkpoint = chunked and torch.is_grad_enabled() and hidden.requires_grad
     pieces = []
     for start in range(0, targets.numel(), step):
-        args = (hidden[start:start + step], head.weight, head.bias, targets[start:start + step], softcap)
+        args = (hidden[start:start + step], head.weight, head.bias, targets[start:start + step], how.scale, how.softcap)
         pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if use_checkpoint else _chunk_logps(*args))
     return torch.cat(pieces) if pieces else hidden.new_zeros(0)
 
@@ -64,21 +72,39 @@ def sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, completion_
                    chunk_size: int = 1024) -> SequenceLogps:
     """Summed log-probs of the completion tokens of right-padded rows. `completion_mask[b, t]` = 1 when token t
     of row b belongs to the completion; token t is predicted at position t-1, so the mask is shifted here, once."""
-    hidden = model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     keep = F.pad(completion_mask[:, 1:], (0, 1)).bool()  # position t predicts token t+1
-    per_token = head_logps(model, hidden[keep], F.pad(input_ids[:, 1:], (0, 1))[keep], chunk_size)
+    targets = F.pad(input_ids[:, 1:], (0, 1))[keep]
+    decoder = plan(model).decoder
+    if decoder is None:  # only the model's own forward computes its logits: at the predicting positions only
+        columns = keep.any(0).nonzero()[:, 0]
+        logits = forward_logits(model, columns, input_ids=input_ids, attention_mask=attention_mask)
+        per_token = gathered_logps(logits[keep[:, columns]], targets)
+    else:
+        hidden = hidden_states(decoder, input_ids=input_ids, attention_mask=attention_mask)
+        per_token = head_logps(model, hidden[keep], targets, chunk_size)
     rows = torch.arange(len(input_ids), device=keep.device)[:, None].expand_as(keep)[keep]
     return _sum_per_row(per_token, rows, keep.sum(-1))
+
+
+def can_pack(model, packed: PackedBatch) -> bool:
+    """Whether `packed_logps` is exact for `model` on this batch: its layers are all attention under the tree
+    mask (probed once, `prefkit.modeling.probe`) and no segment outgrows its attention window
+    (`supports_packing`)."""
+    return plan(model).packs and supports_packing(model, packed)
 
 
 def packed_logps(model, packed: PackedBatch, chunk_size: int = 1024) -> SequenceLogps:
     """Summed completion log-probs from one forward over the padding-free layout of `prefkit.modeling.packing`
     (each prompt once, its completions attending to it). Rows come back in the caller's order."""
-    if not supports_packing(model, packed):
-        raise ValueError(f"{type(model).__name__} cannot run the packed layout (see supports_packing)")
-    hidden = model.get_decoder()(input_ids=packed.input_ids, position_ids=packed.position_ids,
-                                 attention_mask=packed.segment_mask, packing=packed).last_hidden_state[0]
-    per_token = head_logps(model, hidden.index_select(0, packed.predictors), packed.targets, chunk_size)
+    if not can_pack(model, packed):
+        raise ValueError(f"{type(model).__name__} cannot run the packed layout exactly (see can_pack)")
+    decoder = plan(model).decoder
+    if decoder is None:
+        per_token = gathered_logps(forward_logits(model, packed.predictors, **packed_inputs(packed))[0],
+                                   packed.targets)
+    else:
+        hidden = hidden_states(decoder, **packed_inputs(packed))[0]
+        per_token = head_logps(model, hidden.index_select(0, packed.predictors), packed.targets, chunk_size)
     return _sum_per_row(per_token, packed.rows, packed.lengths)
 
 
@@ -89,7 +115,30 @@ def _sum_per_row(per_token: Tensor, rows: Tensor, lengths: Tensor) -> SequenceLo
 
 def batch_logps(model, batch: dict, chunk_size: int = 1024, packing: bool = True) -> SequenceLogps:
     """Log-probs of a batch from `prefkit.train.batches.collate`: packed when the batch carries the packed layout
-    and the model can run it (`supports_packing`), else one padded forward over the concatenated rows."""
-    if packing and "packed" in batch and supports_packing(model, batch["packed"]):
+    and the model runs it exactly (`can_pack`), else one padded forward over the concatenated rows."""
+    if packing and "packed" in batch and can_pack(model, batch["packed"]):
         return packed_logps(model, batch["packed"], chunk_size)
     return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], chunk_size)
+
+
+def score(model, groups: list[tuple[list[int], list[list[int]]]], *, packing: bool = True,
+          chunk_size: int = 1024) -> Tensor:
+    """Summed log-prob of each completion given its prompt under `model`, differentiable, exact for any
+    `AutoModelForCausalLM`.
+
+    `groups` is a list of `(prompt_ids, [completion_ids, ...])`; groups may have different numbers of
+    completions. Returns a 1-D tensor with one entry per completion, in the order given: group by group, and
+    within a group completion by completion. The first token of a completion with an empty prompt has nothing
+    to be predicted from and is not counted. With `packing` (the default) the batch runs padding-free, each
+    prompt once, where that is exact for the model (`can_pack`); otherwise, or with `packing=False`, as one
+    padded forward. Both give the model's own log-probs, to float rounding."""
+    device = model.get_input_embeddings().weight.device
+    if not any(completions for _, completions in groups):
+        return torch.zeros(0, device=device)
+    if packing:
+        packed = pack(groups, group_major=True).to(device)
+        if can_pack(model, packed):
+            return packed_logps(model, packed, chunk_size).logps
+    padded = {k: v.to(device) for k, v in pad_groups(groups).items()}
+    return sequence_logps(model, padded["input_ids"], padded["attention_mask"], padded["completion_mask"],
+                          chunk_size).logps

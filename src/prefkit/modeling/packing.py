@@ -38,11 +38,13 @@ class PackedBatch:
                               for f in fields(self)})
 
 
-def pack(groups: list[tuple[list[int], list[list[int]]]]) -> PackedBatch:
-    """Pack (prompt ids, [completion ids, ...]) groups, each with the same number K of completions. Completion k
-    of group g becomes row k·G + g of the outputs: all first completions, then all second ones (chosen, then
-    rejected, as `collate_pairs` orders them)."""
+def pack(groups: list[tuple[list[int], list[list[int]]]], group_major: bool = False) -> PackedBatch:
+    """Pack (prompt ids, [completion ids, ...]) groups. By default each group has the same number K of
+    completions and completion k of group g becomes row k·G + g of the outputs: all first completions, then all
+    second ones (chosen, then rejected, as `collate_pairs` orders them). With `group_major`, rows follow the
+    groups' own order (group by group, completion by completion) and K may differ between groups."""
     num_groups = len(groups)
+    next_row = 0
     ids, positions, branch, segment_of, predictors, targets, rows = [], [], [], [], [], [], []
     lengths = [0] * sum(len(c) for _, c in groups)
     longest = 0
@@ -52,7 +54,8 @@ def pack(groups: list[tuple[list[int], list[list[int]]]]) -> PackedBatch:
         positions += range(len(prompt))
         branch += [0] * len(prompt)
         for k, completion in enumerate(completions):
-            row, offset = k * num_groups + g, len(ids)
+            row, offset = next_row if group_major else k * num_groups + g, len(ids)
+            next_row += 1
             ids += completion
             positions += range(len(prompt), len(prompt) + len(completion))
             branch += [k + 1] * len(completion)
@@ -91,12 +94,23 @@ def tree_mask(branch: Tensor) -> Tensor:
     return (allowed | torch.eye(width, dtype=torch.bool)[None])[:, None]
 
 
+def packed_inputs(packed: PackedBatch) -> dict:
+    """The keyword arguments of a decoder's (or causal LM's) forward that run the packed layout."""
+    return dict(input_ids=packed.input_ids, position_ids=packed.position_ids, attention_mask=packed.segment_mask,
+                packing=packed)
+
+
 def supports_packing(model, packed: PackedBatch) -> bool:
-    """Whether `model` runs the packed layout exactly: it dispatches attention through transformers'
-    AttentionInterface with sdpa, and no segment outgrows a sliding attention window (the tree mask has none)."""
+    """Whether `model` can run the packed layout: it dispatches attention through transformers'
+    AttentionInterface with sdpa, and no segment outgrows an attention window or chunk (the tree mask has
+    neither; these are the two restrictions transformers' mask builders know). Whether every layer is attention
+    under that mask is for the log-prob engine's probe to find out (`prefkit.modeling.probe`)."""
     config = model.config
     window = getattr(config, "sliding_window", None)
     if isinstance(window, int) and packed.longest > window and getattr(config, "use_sliding_window", True):
+        return False
+    chunk = getattr(config, "attention_chunk_size", None)
+    if isinstance(chunk, int) and packed.longest > chunk:
         return False
     if config._attn_implementation == ATTENTION:
         return True
