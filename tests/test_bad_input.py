@@ -326,6 +326,17 @@ def test_model_files(workspace, tmp_path, capsys, damage):
     assert {k: v for k, v in after.items() if k in before} == before
 
 
+@pytest.mark.parametrize("damage", MODEL_FILES[:3], ids=[f.__name__ for f in MODEL_FILES[:3]])
+def test_a_reward_judge_with_damaged_weights(workspace, tmp_path, damage):
+    model = Path(shutil.copytree(workspace["model"], tmp_path / "model"))
+    marker = tmp_path / "code-ran"
+    expected = damage(model, marker)
+    with pytest.raises(PrefkitError) as caught:
+        load_judge(f"reward:{model}")
+    assert all(text in str(caught.value) for text in expected) and "\n" not in str(caught.value)
+    assert not marker.exists()
+
+
 # --- judges: a preference is a real number in [0, 1] ---------------------------------------------------------------
 
 BAD_PROMPT = "the prompt the judge gets wrong"

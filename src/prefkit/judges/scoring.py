@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from prefkit.errors import PrefkitError
-from prefkit.modeling.load import DTYPES, load_tokenizer
+from prefkit.modeling.load import DTYPES, from_pretrained, load_tokenizer
 
 
 def load_classifier(name_or_path: str, *, dtype: str = "float32", device: str | None = None):
@@ -26,11 +26,8 @@ def load_classifier(name_or_path: str, *, dtype: str = "float32", device: str | 
     if dtype not in DTYPES:
         raise PrefkitError(f"judge model dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     tokenizer = load_tokenizer(name_or_path)
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, dtype=DTYPES[dtype],
-                                                                   trust_remote_code=False)
-    except (OSError, ValueError, ImportError) as error:
-        raise PrefkitError(f"could not load a sequence-classification model from '{name_or_path}': {error}") from None
+    model = from_pretrained(AutoModelForSequenceClassification, name_or_path, "a sequence-classification model",
+                            dtype=DTYPES[dtype], trust_remote_code=False)
     return prepare(model, tokenizer, device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
                    source=name_or_path)
 

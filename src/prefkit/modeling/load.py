@@ -56,18 +56,7 @@ def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: 
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
                                                            bnb_4bit_compute_dtype=DTYPES[dtype])
-    check_weights(name_or_path)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
-    except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refused a pickle that holds code
-        raise PrefkitError(f"{_weight_files(name_or_path, ('.bin', '.pt', '.pth'))}: holds more than tensors "
-                           f"({_refusal(error)}); prefkit does not unpickle it, since that could run code. Use "
-                           "safetensors weights from a source you trust") from error
-    except (OSError, ValueError, ImportError) as error:
-        raise PrefkitError(f"could not load a causal LM from '{name_or_path}': {one_line(error)}") from None
-    except Exception as error:  # a damaged weights file: safetensors, torch and transformers raise many types
-        raise PrefkitError(f"could not load a causal LM from '{name_or_path}': {type(error).__name__}: "
-                           f"{one_line(error)}") from error
+    model = from_pretrained(AutoModelForCausalLM, name_or_path, "a causal LM", **kwargs)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
@@ -77,6 +66,23 @@ def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: 
 
         fuse_modules(model)
     return model
+
+
+def from_pretrained(auto_class, name_or_path: str, what: str, **kwargs):
+    """`auto_class.from_pretrained(name_or_path, **kwargs)`; a failure is one line naming the model, or the
+    weights file when that is what is wrong (damaged, or a pickle that holds code)."""
+    check_weights(name_or_path)
+    try:
+        return auto_class.from_pretrained(name_or_path, **kwargs)
+    except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refused a pickle that holds code
+        raise PrefkitError(f"{_weight_files(name_or_path, ('.bin', '.pt', '.pth'))}: holds more than tensors "
+                           f"({_refusal(error)}); prefkit does not unpickle it, since that could run code. Use "
+                           "safetensors weights from a source you trust") from error
+    except (OSError, ValueError, ImportError) as error:
+        raise PrefkitError(f"could not load {what} from '{name_or_path}': {one_line(error)}") from None
+    except Exception as error:  # a damaged weights file: safetensors, torch and transformers raise many types
+        raise PrefkitError(f"could not load {what} from '{name_or_path}': {type(error).__name__}: "
+                           f"{one_line(error)}") from error
 
 
 def check_weights(name_or_path: str) -> None:

@@ -121,18 +121,19 @@ def check_fields(config, limits: dict[str, Limit], choices: dict[str, tuple], re
     for f in dataclasses.fields(config):
         name = f.name
         value = getattr(config, name)
-        problem = _field_problem(name, value, hints[name], limits.get(name), choices.get(name))
+        value, problem = _checked(name, value, hints[name], limits.get(name), choices.get(name))
         if problem is None and name in required and not value:
             problem = f"'{name}' is required (flag {required[name]})"
         if problem is None:
-            setattr(config, name, coerce(value, hints[name]))
+            setattr(config, name, value)
         else:
             problems.append(problem)
             bad.add(name)
     return problems, bad
 
 
-def _field_problem(name: str, value, hint, limit: Limit | None, allowed: tuple | None) -> str | None:
+def _checked(name: str, value, hint, limit: Limit | None, allowed: tuple | None) -> tuple[Any, str | None]:
+    """(the value coerced to `hint`, None), or (the value, the problem with it)."""
     expected = describe(hint)
     if limit is not None:
         nullable = type(None) in typing.get_args(hint)
@@ -140,13 +141,12 @@ def _field_problem(name: str, value, hint, limit: Limit | None, allowed: tuple |
     try:
         coerced = coerce(value, hint)
     except _Mismatch:
-        return f"'{name}' must be {expected} (got {short(value)})"
+        return value, f"'{name}' must be {expected} (got {short(value)})"
     if limit is not None and coerced is not None and not limit.ok(coerced):
         shown = coerced if isinstance(value, str) else value  # -1e-5 reads as a string in YAML 1.1: show a number
-        return f"'{name}' must be {expected} (got {short(shown)})"
-    if allowed is not None:
-        return _choice_problem(name, coerced, allowed)
-    return None
+        return value, f"'{name}' must be {expected} (got {short(shown)})"
+    problem = _choice_problem(name, coerced, allowed) if allowed is not None else None
+    return (value, problem) if problem else (coerced, None)
 
 
 def _choice_problem(name: str, value, allowed: tuple) -> str | None:
@@ -180,18 +180,17 @@ def loss_problems(names: list[str], params: dict) -> tuple[list[str], list]:
         except PrefkitError as error:
             problems.append(str(error))
     defaults = {key: default for spec in specs for key, default in spec.defaults.items()}
-    typed = {}
+    well_typed = {}
     for key, value in params.items():
         default = defaults.get(key.rpartition(".")[2])
-        hint = float if isinstance(default, float) else type(default) if default is not None else Any
-        try:
-            coerce(value, hint)
-            typed[key] = value
-        except _Mismatch:
-            problems.append(f"'loss_params.{key}' must be {describe(hint)} (got {short(value)})")
+        hint = Any if default is None else type(default)
+        _, problem = _checked(f"loss_params.{key}", value, hint, None, None)
+        problems += [problem] if problem else []
+        if problem is None:
+            well_typed[key] = value  # as given: the losses' own messages quote it
     for spec in specs:  # each component checks the hyper-parameters it has
         try:
-            spec.check_hyperparameters({k: v for k, v in typed.items() if k in spec.defaults})
+            spec.check_hyperparameters({k: v for k, v in well_typed.items() if k in spec.defaults})
         except PrefkitError as error:
             problems.append(str(error))
     return problems, specs
@@ -207,6 +206,6 @@ def lora_problems(options: dict) -> list[str]:
                 for key in options if key not in LORA_FIELDS]
     for key, (hint, limit) in LORA_FIELDS.items():
         if key in options:
-            problem = _field_problem(f"lora.{key}", options[key], hint, limit, None)
+            _, problem = _checked(f"lora.{key}", options[key], hint, limit, None)
             problems += [problem] if problem else []
     return problems
