@@ -53,8 +53,8 @@ def fails_cleanly(argv: list[str], capsys, expected: list[str], *, one_line: boo
 # --- config values: every problem named by its key, before anything loads --------------------------------------
 
 TRAIN_CONFIG = [
-    ("max_grad_norm=-1", "'max_grad_norm' must be a finite number > 0 (got -1)"),
-    ("max_grad_norm=0", "'max_grad_norm' must be a finite number > 0 (got 0)"),
+    ("max_grad_norm=-1", "'max_grad_norm' must be a finite number > 0 or null (got -1)"),
+    ("max_grad_norm=0", "'max_grad_norm' must be a finite number > 0 or null (got 0)"),
     ("learning_rate=.nan", "'learning_rate' must be a finite number > 0 (got nan)"),
     ("learning_rate=.inf", "'learning_rate' must be a finite number > 0 (got inf)"),
     ("learning_rate=-1e-5", "'learning_rate' must be a finite number > 0 (got -1e-05)"),
@@ -112,7 +112,7 @@ TRAIN_CONFIG = [
     ("learning_rat=1e-3", "override: unknown key 'learning_rat'; did you mean 'learning_rate'?"),
     ("learning_rate=.nan max_steps=0 max_grad_norm=-1",
      "config: 3 problems: 'max_steps' must be an integer >= 1 or null (got 0); 'learning_rate' must be a finite "
-     "number > 0 (got nan); 'max_grad_norm' must be a finite number > 0 (got -1)"),
+     "number > 0 (got nan); 'max_grad_norm' must be a finite number > 0 or null (got -1)"),
 ]
 
 
@@ -134,7 +134,7 @@ SELFPLAY_CONFIG = [
     ("temperature=.inf", "'temperature' must be a finite number > 0"),
     ("top_p=0", "'top_p' must be a finite number in (0, 1] (got 0)"),
     ("top_p=1.5", "'top_p' must be a finite number in (0, 1] (got 1.5)"),
-    ("max_grad_norm=-1", "'max_grad_norm' must be a finite number > 0 (got -1)"),
+    ("max_grad_norm=-1", "'max_grad_norm' must be a finite number > 0 or null (got -1)"),
     ("samples_per_prompt=1", "'samples_per_prompt' must be an integer >= 2 (got 1)"),
     ("iterations=0", "'iterations' must be an integer >= 1 (got 0)"),
     ("epochs=0", "'epochs' must be an integer >= 1 (got 0)"),

@@ -121,9 +121,9 @@ def load(accelerator, path: Path, policy, optimizer, scheduler,
             module.load_state_dict(load_state(path, name, device=accelerator.device))
         _set_rng_state(load_state(path, f"rng-{accelerator.process_index}"))
         return TrainerState(**read_json(path / "trainer_state.json"))
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        if isinstance(error, PrefkitError):
-            raise
+    except PrefkitError:
+        raise
+    except Exception as error:  # safetensors, JSON and state-dict errors alike: the file is not what we wrote
         raise PrefkitError(f"{path}: cannot load this checkpoint ({error}); remove it to resume from an "
                            "earlier one") from None
 

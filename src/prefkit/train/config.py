@@ -57,7 +57,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     schedule: str = "linear"
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = 1.0  # null: no clipping (the norm is still measured and logged)
     mixed_precision: str = "no"
     dtype: str = "float32"
     gradient_checkpointing: bool = False

@@ -20,7 +20,7 @@ from torch import nn
 from prefkit import losses
 from prefkit.data import prepare
 from prefkit.errors import PrefkitError, RunStopped
-from prefkit.modeling.load import load_model, load_tokenizer
+from prefkit.modeling.load import check_weights, load_model, load_tokenizer
 from prefkit.modeling.logprobs import batch_logps
 from prefkit.modeling import reference as references
 from prefkit.train import checkpoint
@@ -68,6 +68,7 @@ def fit(config: TrainConfig) -> Path:
     accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=multi_cpu)
     main = accelerator.is_main_process
     output_dir = open_run(config, "train", main)  # before anything loads: an earlier run is never clobbered
+    check_weights(config.model)  # a damaged weights file is named now, not after the data is prepared
     set_seed(config.seed)
     names = [config.loss] if isinstance(config.loss, str) else list(config.loss)
     specs = [losses.get(n) for n in names]
@@ -85,7 +86,7 @@ def fit(config: TrainConfig) -> Path:
     order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
                        accelerator.process_index, config.seed)
     steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
-    total_steps = config.max_steps or math.ceil(config.epochs * steps_per_epoch)
+    total_steps = config.total_steps(steps_per_epoch)  # checks the warmup against it, before the model loads
 
     model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code, lora=config.lora,
                        load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing,

@@ -60,11 +60,12 @@ def fingerprint(config, command: str) -> dict:
 
 
 def earlier_run(out: Path) -> str | None:
-    """The first entry of an earlier prefkit run in `out`, or None."""
+    """The first entry of an earlier prefkit run in `out`, or None. A run that stopped before its first result
+    (bad data, say) left only its fingerprint and skipped rows: starting again over those loses nothing."""
     if not out.is_dir():
         return None
     for name in RUN_ENTRIES:
-        if (out / name).exists():
+        if name not in ("run.json", "skipped_rows.jsonl") and (out / name).exists():
             return name
     for pattern in RUN_PATTERNS:
         found = sorted(out.glob(pattern))

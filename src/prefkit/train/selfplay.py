@@ -59,13 +59,13 @@ def selfplay(config: SelfPlayConfig) -> Path:
 
     out = open_run(config, "selfplay")  # before anything loads: an earlier run is never clobbered
     judge = load_judge(config.judge)  # a bad judge spec fails before any model loads
+    task, train_prompts, eval_prompts = _prompts(config)  # and so does a bad prompts file
     state = _read_state(out) if config.resume else {"completed": 0, "magnet": 0}
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
     model = _load_policy(out, state["completed"], config)
     # the magnet is the policy of the iteration that last refreshed it, and the initial model until then
     magnet = FrozenCopy(_load_policy(out, state["magnet"], config) if state["magnet"] != state["completed"]
                         else model, config.logprob_chunk_size, config.packing)
-    task, train_prompts, eval_prompts = _prompts(config)
     eval_prompts = eval_prompts[:config.eval_limit]
     baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config)  # π_0's answers, once
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
@@ -180,15 +180,22 @@ def _prompts(config: SelfPlayConfig):
                                "task:balanced, or a file")
         evaluation = _alternate(task.prompts("cyclic", split="eval"), task.prompts("transitive", split="eval"))
         return task, choices[which], evaluation  # both kinds among the first eval_limit prompts
+    prompts = _prompt_file(config.prompts)
+    return None, prompts, _prompt_file(config.eval_prompts) if config.eval_prompts else prompts[:32]
+
+
+def _prompt_file(path: str) -> list:
+    """The non-empty `prompt` fields of a JSONL / JSON / CSV file; a row without one is named."""
     from prefkit.data.sources import load_rows
 
-    rows = load_rows(config.prompts).rows
-    prompts = [raw["prompt"] for _, raw in rows if isinstance(raw, dict) and raw.get("prompt")]
+    prompts = []
+    for row, raw in load_rows(path).rows:
+        if not isinstance(raw, dict) or not raw.get("prompt"):
+            raise PrefkitError(f"{path}: row {row}: field 'prompt' is missing or empty")
+        prompts.append(raw["prompt"])
     if not prompts:
-        raise PrefkitError(f"{config.prompts}: no rows with a non-empty 'prompt' field")
-    evaluation = [raw["prompt"] for _, raw in load_rows(config.eval_prompts).rows] if config.eval_prompts \
-        else prompts[:32]
-    return None, prompts, evaluation
+        raise PrefkitError(f"{path}: no rows with a non-empty 'prompt' field")
+    return prompts
 
 
 def _alternate(first: list, second: list) -> list:
@@ -240,7 +247,11 @@ def _score(folder, model, magnet_model, examples, tokenizer, config, per_respons
 
     path = folder / "logps.safetensors"  # safetensors: a table from disk can never run code
     if path.is_file():
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as error:  # safetensors' own error types differ between versions
+            raise PrefkitError(f"{path}: not a readable safetensors file ({error}); remove it to recompute "
+                               "this iteration's log-probs") from None
     options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
                    packing=config.packing, device=model.device)
     indices = range(len(examples))

@@ -32,7 +32,7 @@ class SelfPlayConfig:
     epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 1e-5
-    max_grad_norm: float = 1.0
+    max_grad_norm: float | None = 1.0  # null: no clipping (the norm is still measured and logged)
     # generation
     temperature: float = 1.0
     top_p: float = 1.0
