@@ -135,6 +135,26 @@ def test_an_output_dir_that_cannot_be_a_directory_is_one_line(workspace, tmp_pat
     assert "is a file, not a directory" in err and "Traceback" not in err
 
 
+def test_a_full_disk_is_one_line_and_leaves_no_partial_checkpoint(workspace, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from prefkit.train import checkpoint
+
+    assert main(train_args(workspace, tmp_path, "max_steps=1", "save_steps=1")) == 0
+    real = checkpoint.save_state
+
+    def full(directory, name, state):
+        if name == "optimizer":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(directory, name, state)
+
+    monkeypatch.setattr(checkpoint, "save_state", full)
+    assert main(train_args(workspace, tmp_path, "max_steps=2", "save_steps=1", "--overwrite")) == 2
+    err = capsys.readouterr().err
+    assert "could not write checkpoint" in err and "No space left on device" in err and "Traceback" not in err
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
 # ---- no pickle --------------------------------------------------------------------------------------------
 
 class Planted:

@@ -118,7 +118,7 @@ def _offline(name, loss, params, reference_dir, out, settings, seed, task, evalu
                          loss=loss, loss_params=params, epochs=settings.offline_epochs, batch_size=settings.offline_batch,
                          learning_rate=settings.offline_lr, warmup_steps=0, logging_steps=per_epoch, save_steps=per_epoch,
                          keep_checkpoints=settings.offline_epochs, seed=seed, progress=True,
-                         cache_dir=str(out / "cache")).validate()
+                         cache_dir=str(out / "cache"), overwrite=True).validate()  # the demo owns its runs
     print(f"offline: {name} ({settings.offline_epochs} epochs of {per_epoch} steps)", flush=True)
     fit(config)
     tokenizer, model = load_tokenizer(str(reference_dir)), load_model(str(reference_dir))
@@ -147,7 +147,8 @@ def _selfplay(name, loss, params, refresh, reference_dir, out, settings, seed):
                             refresh_every=refresh, iterations=settings.iterations,
                             prompts_per_iteration=settings.prompts_per_iteration, samples_per_prompt=4,
                             max_new_tokens=8, learning_rate=settings.selfplay_lr, epochs=settings.selfplay_epochs,
-                            prompts=settings.selfplay_prompts, eval_limit=32, seed=seed, progress=True).validate()
+                            prompts=settings.selfplay_prompts, eval_limit=32, seed=seed, progress=True,
+                            overwrite=True).validate()
     print(f"self-play: {name} ({settings.iterations} iterations)", flush=True)
     final = selfplay(config)
     curve = [{"iteration": r["step"], "duality_gap": r.get("duality_gap"), "winrate_vs_initial": r["winrate_vs_initial"]}

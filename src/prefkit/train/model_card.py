@@ -5,6 +5,7 @@ moved into place only when complete."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,10 +15,14 @@ from prefkit.io import replace_dir
 
 def save_final(model, tokenizer, final: Path, config, data, metrics: dict) -> None:
     tmp = final.with_name(final.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "README.md").write_text(model_card(config, data, metrics))
-    (tmp / "prefkit_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "README.md").write_text(model_card(config, data, metrics))
+        (tmp / "prefkit_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    except OSError:  # a full disk: leave no half-written directory behind, and the previous final/ intact
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     replace_dir(tmp, final)
 
 
