@@ -7,7 +7,8 @@ that exist. Attention is the one operation that needs the structure: it runs seg
 one prompt and its completions) in a padded [S, L] layout under a tree mask (a completion sees its prompt and
 its own earlier tokens, never a sibling), through transformers' own `sdpa` function. That function is reached
 through transformers' AttentionInterface, so every decoder written against it (Llama, Mistral, Qwen, Gemma,
-Phi, ...) packs with no model code here; other models fall back to the padded forward (`supports_packing`).
+Phi, ...) packs with no model code here; other models fall back to the padded forward (`supports_packing`), and
+so do models with layers that mix tokens outside attention, which `prefkit.modeling.probe` finds out.
 """
 
 from __future__ import annotations
