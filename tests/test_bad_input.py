@@ -142,7 +142,7 @@ SELFPLAY_CONFIG = [
     ("mixture_coef=2", "'mixture_coef' must be a finite number in [0, 1] (got 2)"),
     ("refresh_every=0", "'refresh_every' must be an integer >= 1 or null (got 0)"),
     ("refresh_gap=-1", "'refresh_gap' must be a finite number > 0 or null (got -1)"),
-    ("pairs=best", "'pairs' must be one of all, best_worst, top2 (got 'best')"),
+    ("pairs=best", "'pairs' must be one of auto, all, best_worst, top2, canonical (got 'best')"),
     ("loss=kto", "loss 'kto' (unpaired) cannot be trained from self-play pairs"),
     ("loss_params.eta=.inf", "'loss_params.eta' must be a finite number (got inf)"),
     ("judge_chunk_size=0", "'judge_chunk_size' must be an integer >= 1 (got 0)"),

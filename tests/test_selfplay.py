@@ -46,9 +46,12 @@ def config(initial, out, **values):
 def test_one_iteration_of_each_method(initial, tmp_path, loss, params, extra):
     final = selfplay(config(initial, tmp_path, iterations=1, loss=loss, loss_params=params, **extra))
     record = read_metrics(tmp_path)[-1]
-    for key in ("winrate_vs_initial", "winrate_vs_previous", "length", "kl_to_reference", "entropy",
-                "duality_gap", "mass_outside", "loss"):
+    for key in ("winrate_vs_initial", "winrate_vs_previous", "length", "kl_to_magnet", "kl_to_initial", "entropy",
+                "kl_to_magnet_exact", "kl_to_initial_exact", "duality_gap", "mass_outside", "loss"):
         assert np.isfinite(record[key]), key
+    assert min(record[k] for k in ("kl_to_magnet", "kl_to_initial", "kl_to_magnet_exact")) >= 0
+    fits_a_step = loss in ("mpo", "inpo", "sppo", "mpo_pg")  # online IPO and Nash-MD fit no exact tabular step
+    assert ("tracking_tv" in record) == fits_a_step and (not fits_a_step or 0 <= record["tracking_tv"] <= 1)
     assert record["winrate_vs_initial_low"] <= record["winrate_vs_initial"] <= record["winrate_vs_initial_high"]
     assert (final / "model.safetensors").is_file() and (tmp_path / "plots" / "duality_gap.png").is_file()
     samples = json.loads((tmp_path / "iter-0001" / "samples.json").read_text())
@@ -62,10 +65,10 @@ def test_pairs_from_a_judged_group():
 
     matrix = np.array([[0.5, 0.9, 0.6], [0.1, 0.5, 0.3], [0.4, 0.7, 0.5]])
     rates = (matrix.sum(1) - 0.5) / 2  # 0.75, 0.2, 0.55
-    assert _pairs("all", rates, matrix) == [(0, 1), (0, 2), (1, 2)]
-    assert _pairs("best_worst", rates, matrix) == [(0, 1)]
-    assert _pairs("top2", rates, matrix) == [(0, 2)]
-    assert _pairs("best_worst", np.full(3, 0.5), matrix) == []  # no preference, no pair
+    assert _pairs("all", rates, None) == [(0, 1), (0, 2), (1, 2)]
+    assert _pairs("best_worst", rates, None) == [(0, 1)]
+    assert _pairs("top2", rates, None) == [(0, 2)]
+    assert _pairs("best_worst", np.full(3, 0.5), None) == []  # no preference, no pair
 
 
 def test_the_magnet_is_refreshed_exactly_at_the_configured_iterations(initial, tmp_path):

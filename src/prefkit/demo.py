@@ -107,7 +107,7 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
 def _offline(name, loss, params, reference_dir, out, settings, seed, task, evaluation, cyclic, reference):
     """Train for `offline_epochs` epochs, checkpointing each, and evaluate every epoch's weights exactly."""
     from prefkit.modeling.load import load_model, load_tokenizer
-    from prefkit.train.checkpoint import checkpoints
+    from prefkit.train.checkpoint import checkpoints, policy_weights
     from prefkit.train.config import TrainConfig
     from prefkit.train.offline import fit
     from prefkit.train.tracking import read_metrics
@@ -125,10 +125,7 @@ def _offline(name, loss, params, reference_dir, out, settings, seed, task, evalu
     logged = {r["step"]: r for r in read_metrics(out / name) if "loss" in r}
     curve = []
     for epoch, folder in enumerate(checkpoints(out / name), start=1):
-        from safetensors.torch import load_file
-
-        state = load_file(str(folder / "model.safetensors"))
-        model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()})
+        model.load_state_dict(policy_weights(folder))
         point = _exact(model, tokenizer, task, evaluation, cyclic, reference, settings, seed)
         record = logged.get(epoch * per_epoch, {})
         point.update(epoch=epoch, contrastive_logit=record.get("contrastive_logit/mean"), loss=record.get("loss"))

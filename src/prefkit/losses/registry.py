@@ -78,6 +78,13 @@ class LossSpec:
     defaults: Mapping[str, object]
     required: tuple[str, ...]
     optional: tuple[str, ...]
+    # the exact tabular step a self-play loss fits, as weights (w_prev, w_ref, c) of
+    # log π' = w_prev·log π_t + w_ref·log π_ref + c·P(· beats π_t) + const, from its hyper-parameters
+    step: Callable[..., tuple[float, float, float]] | None = None
+
+    def step_weights(self, hyperparameters: Mapping[str, object]) -> tuple[float, float, float] | None:
+        """(w_prev, w_ref, c) of the step this loss fits, or None when it fits no exact tabular step."""
+        return self.step(**self.check_hyperparameters(hyperparameters)) if self.step else None
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -119,9 +126,11 @@ class LossSpec:
 _REGISTRY: dict[str, LossSpec] = {}
 
 
-def register(name: str, *, family: str, paper: str, aliases: Sequence[str] = (), defaults: Mapping | None = None):
+def register(name: str, *, family: str, paper: str, aliases: Sequence[str] = (), defaults: Mapping | None = None,
+             step: Callable[..., tuple[float, float, float]] | None = None):
     """Register a loss function under `name` (and `aliases`). `defaults` overrides the signature's defaults,
-    so one function can be registered twice with different paper defaults (e.g. hinge and rso)."""
+    so one function can be registered twice with different paper defaults (e.g. hinge and rso). `step` (self-play
+    losses) gives the weights of the tabular step the loss fits, from its hyper-parameters (LossSpec.step)."""
     assert family in FAMILIES, family
 
     def decorate(fn: Callable[..., LossOutput]) -> Callable[..., LossOutput]:
@@ -136,6 +145,7 @@ def register(name: str, *, family: str, paper: str, aliases: Sequence[str] = (),
             defaults={**keyword_only, **(defaults or {})},
             required=tuple(p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty),
             optional=tuple(p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is None),
+            step=step,
         )
         for key in (name, *aliases):
             assert key not in _REGISTRY, f"loss name registered twice: {key}"

@@ -24,6 +24,21 @@ def _nash_target(c: float, preference, chosen_winrate, rejected_winrate):
     return c / 2
 
 
+def mwu_step(eta, **_) -> tuple[float, float, float]:
+    """Multiplicative weights: log π' = log π_t + η·P(· beats π_t)."""
+    return 1.0, 0.0, eta
+
+
+def mmd_step(eta, alpha, **_) -> tuple[float, float, float]:
+    """Magnetic mirror descent: log π' = [log π_t + ηα·log π_ref + η·P(· beats π_t)] / (1 + ηα)."""
+    return 1 / (1 + eta * alpha), eta * alpha / (1 + eta * alpha), eta / (1 + eta * alpha)
+
+
+def inpo_step(eta, tau, **_) -> tuple[float, float, float]:
+    """INPO / online mirror descent: log π' = (1-ητ)·log π_t + ητ·log π_ref + η·P(· beats π_t)."""
+    return 1 - eta * tau, eta * tau, eta
+
+
 def _mirror_logit(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, ref_chosen_logps,
                   ref_rejected_logps, w_prev: float, w_ref: float) -> Tensor:
     """h = z_θ - w_prev·z_t - w_ref·z_ref, z = log-prob of chosen minus rejected under each policy."""
@@ -31,7 +46,7 @@ def _mirror_logit(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected
             - w_ref * (ref_chosen_logps - ref_rejected_logps))
 
 
-@register("sppo", family="self-play", paper="Wu et al. 2024 (SPPO), arXiv 2405.00675")
+@register("sppo", family="self-play", paper="Wu et al. 2024 (SPPO), arXiv 2405.00675", step=mwu_step)
 def sppo(logps, prev_logps, winrate, *, eta=1000.0) -> LossOutput:
     """SPPO, per response: (log π(y)/π_t(y) - η(P̂(y beats π_t) - ½))², the multiplicative-weights step.
 
@@ -40,7 +55,8 @@ def sppo(logps, prev_logps, winrate, *, eta=1000.0) -> LossOutput:
     return LossOutput((rho - eta * (winrate - 0.5)) ** 2, chosen_rewards=rho)
 
 
-@register("sppo_single", family="self-play", paper="Wu et al. 2024 (SPPO), arXiv 2405.00675; code 'sppo_single'")
+@register("sppo_single", family="self-play", paper="Wu et al. 2024 (SPPO), arXiv 2405.00675; code 'sppo_single'",
+          step=mwu_step)
 def sppo_single(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, preference=None, *,
                 eta=1000.0) -> LossOutput:
     """SPPO, single pair: chosen log-ratio to π_t pulled to +η(p - ½), rejected to -η(p - ½), p = P(y_w beats y_l)."""
@@ -49,7 +65,7 @@ def sppo_single(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_l
     return LossOutput(((w - target) ** 2 + (l + target) ** 2) / 2, w, l)
 
 
-@register("inpo", family="self-play", paper="Zhang et al. 2024 (INPO), arXiv 2407.00617")
+@register("inpo", family="self-play", paper="Zhang et al. 2024 (INPO), arXiv 2407.00617", step=inpo_step)
 def inpo(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, ref_chosen_logps,
          ref_rejected_logps, preference=None, chosen_winrate=None, rejected_winrate=None, *, eta=1 / 0.0075,
          tau=0.0025) -> LossOutput:
@@ -57,13 +73,15 @@ def inpo(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, r
 
     Defaults: the code's β = 1/η = 0.0075 and τ = β/3."""
     require(eta * tau <= 1, "inpo", "tau", f"must satisfy eta*tau <= 1 (got {eta * tau:.3g})")
+    w_prev, w_ref, _ = inpo_step(eta, tau)
     h = _mirror_logit(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, ref_chosen_logps,
-                      ref_rejected_logps, 1 - eta * tau, eta * tau)
+                      ref_rejected_logps, w_prev, w_ref)
     loss = (h - _nash_target(eta, preference, chosen_winrate, rejected_winrate)) ** 2
     return LossOutput(loss, chosen_logps - prev_chosen_logps, rejected_logps - prev_rejected_logps)
 
 
-@register("mpo", family="self-play", paper="Wang et al. 2024 (MPO), arXiv 2410.16714; square-loss reconstruction")
+@register("mpo", family="self-play", paper="Wang et al. 2024 (MPO), arXiv 2410.16714; square-loss reconstruction",
+          step=mmd_step)
 def mpo(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, ref_chosen_logps,
         ref_rejected_logps, preference=None, chosen_winrate=None, rejected_winrate=None, *, eta=200.0,
         alpha=0.0025) -> LossOutput:
@@ -73,14 +91,15 @@ def mpo(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, re
     the magnet, refreshed to the policy every M iterations by the self-play loop. α = 0 gives the SPPO/MWU
     step. MPO's own practical loss is unpublished; this form is prefkit's reconstruction from MMD. Defaults
     make (w_ref, c) equal INPO's defaults, so MPO and INPO differ only by the magnet refresh."""
-    w_prev, w_ref, c = 1 / (1 + eta * alpha), eta * alpha / (1 + eta * alpha), eta / (1 + eta * alpha)
+    w_prev, w_ref, c = mmd_step(eta, alpha)
     h = _mirror_logit(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, ref_chosen_logps,
                       ref_rejected_logps, w_prev, w_ref)
     loss = (h - _nash_target(c, preference, chosen_winrate, rejected_winrate)) ** 2
     return LossOutput(loss, chosen_logps - prev_chosen_logps, rejected_logps - prev_rejected_logps)
 
 
-@register("mpo_pg", family="self-play", paper="Wang et al. 2024 (MPO), arXiv 2410.16714; policy-gradient form")
+@register("mpo_pg", family="self-play", paper="Wang et al. 2024 (MPO), arXiv 2410.16714; policy-gradient form",
+          step=mmd_step)
 def mpo_pg(logps, prev_logps, ref_logps, advantages, *, eta=200.0, alpha=0.0025) -> LossOutput:
     """MPO by policy gradient: -Â·log π + α·KL(π||π_ref) + (1/η)·KL(π||π_t), KLs by the score-function estimator.
 

@@ -40,6 +40,20 @@ class OracleJudge:
                                f"{len(a)} first and {len(b)} second responses")
         return np.array([self.task.preference(*triple) for triple in zip(prompts, a, b)], dtype=float)
 
+    # what makes the oracle an enumerating judge (prefkit.judges.exact): exact win rates against a policy
+
+    def responses(self, prompt: str) -> list[str]:
+        return list(self.task.canonical(prompt))
+
+    def win_rates_against(self, prompt: str, candidates: Sequence[str], probs, outside: float) -> np.ndarray:
+        """P(candidate beats y), y from the policy (`probs` over the canonical answers, `outside` on malformed
+        ones); every malformed response plays alike (task.preference)."""
+        canonical = self.task.canonical(prompt)
+        stranger = self.task.malformed(prompt, np.random.default_rng(0))
+        probs = np.asarray(probs, dtype=float)
+        return np.array([(1.0 - outside) * sum(q * self.task.preference(prompt, c, r) for q, r in zip(probs, canonical))
+                         + outside * self.task.preference(prompt, c, stranger) for c in candidates])
+
 
 class SyntheticTask:
     """Sorting prompts with transitive (Bradley-Terry) preferences and picking prompts with cyclic ones.

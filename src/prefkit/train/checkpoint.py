@@ -2,11 +2,11 @@
 
 A checkpoint is a directory `checkpoints/step-NNNNNNNN/` written under a temporary name and renamed into place
 only when complete. It holds what training changed, in safetensors and JSON only (`prefkit.io.save_state`):
-the trainable weights, the optimizer and scheduler states, each process's RNG states, the trainer's position in
-the data and its running batch statistics, and any extra modules the loop registers (TR-DPO's moving
-reference). The frozen weights come from the model named in the config, whose identity the run's fingerprint
-checks (`prefkit.train.rundir`). The last K checkpoints are kept; a checkpoint is never written from
-non-finite weights, so rotation can only drop older good ones.
+the trainable weights (`model.safetensors`, named as in the model), the optimizer and scheduler states, each
+process's RNG states, the trainer's position in the data and its running batch statistics, and any extra
+modules the loop registers (TR-DPO's moving reference). The frozen weights come from the model named in the
+config, whose identity the run's fingerprint checks (`prefkit.train.rundir`). The last K checkpoints are kept;
+a checkpoint is never written from non-finite weights, so rotation can only drop older good ones.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 
 from prefkit.errors import PrefkitError, RunStopped
-from prefkit.io import load_state, read_json, save_state, write_json
+from prefkit.io import atomic_write, load_state, read_json, save_state, write_json
 
 PREFIX = "step-"
 
@@ -41,6 +42,12 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def policy_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The trained weights in checkpoint `folder`, named as in the Hugging Face model (`state_dict()`'s keys;
+    the checkpoint names them as attributes of the offline loop's PolicyLogps wrapper, `model.`...)."""
+    return {k.removeprefix("model."): v for k, v in load_file(str(Path(folder) / "model.safetensors")).items()}
 
 
 def all_finite(module: torch.nn.Module) -> bool:
@@ -78,7 +85,8 @@ def save(accelerator, output_dir: Path, state: TrainerState, keep: int, policy, 
     try:
         if main:
             tmp.mkdir(parents=True)
-            save_state(tmp, "model", trainable_state(model))
+            atomic_write(tmp / "model.safetensors", lambda file: save_file(
+                {k: v.detach().cpu().contiguous() for k, v in trainable_state(model).items()}, str(file)))
             save_state(tmp, "optimizer", optimizer.state_dict())
             save_state(tmp, "scheduler", scheduler.state_dict())
             for name, module in (extra or {}).items():
@@ -107,7 +115,7 @@ def load(accelerator, path: Path, policy, optimizer, scheduler,
     """Restore what `save` wrote; every file is safetensors or JSON, so nothing in it can run code."""
     try:
         model = accelerator.unwrap_model(policy)
-        weights = load_state(path, "model", device=accelerator.device)
+        weights = load_file(str(path / "model.safetensors"), device=str(accelerator.device))
         missing = set(trainable_state(model)) - set(weights)
         if missing:
             raise PrefkitError(f"{path}: checkpoint lacks weights for {sorted(missing)[0]} (not this model's)")

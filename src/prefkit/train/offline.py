@@ -159,8 +159,8 @@ def fit(config: TrainConfig) -> Path:
             if state.step % config.logging_steps == 0 or state.step == total_steps:
                 elapsed = time.perf_counter() - window_start
                 logged = _reduce(accelerator, {k: v / window_updates for k, v in window.items()})
-                logged["tokens_per_second"] = accelerator.reduce(torch.tensor(float(window_tokens),
-                                                                              device=accelerator.device)).item() / elapsed
+                tokens = accelerator.reduce(torch.tensor(float(window_tokens), device=accelerator.device)).item()
+                logged["tokens_per_second"] = tokens / elapsed
                 logged.update(epoch=state.step * config.grad_accum / order.per_epoch, skipped_steps=guard.skipped)
                 tracker.log(state.step, logged)
                 if "loss" in logged:

@@ -11,6 +11,7 @@ tables, the policy), so an interrupted run resumes without sampling or judging a
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,17 +20,17 @@ import torch
 
 from prefkit import losses
 from prefkit.errors import PrefkitError, RunStopped
-from prefkit.io import atomic_write, read_json, write_json
+from prefkit.io import atomic_write, read_json, replace_dir, write_json
 from prefkit.modeling.generation import Sample, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
-from prefkit.io import replace_dir
 from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
 from prefkit.train.selfplay_config import SelfPlayConfig
 from prefkit.train.signals import StopRequests
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
+from prefkit.train import winrates
 from prefkit.train.tracking import Tracker
 
 
@@ -50,6 +51,10 @@ class Run:
     per_response: bool  # single responses with win rates (SPPO, ...) rather than pairs
     tracker: Tracker
     baseline: list  # π_0's answers to the eval prompts
+    winrates: str  # "exact" or "sampled" (prefkit.train.winrates.resolve)
+    pairs: str
+    source: object  # the judge's enumerating side, or None for a black box
+    initial: FrozenCopy | None  # π_0, kept for KL metrics when the magnet moves away from it
 
 
 def selfplay(config: SelfPlayConfig) -> Path:
@@ -59,6 +64,8 @@ def selfplay(config: SelfPlayConfig) -> Path:
 
     out = open_run(config, "selfplay")  # before anything loads: an earlier run is never clobbered
     judge = load_judge(config.judge)  # a bad judge spec fails before any model loads
+    mode, pairs, source = winrates.resolve(config, judge)
+    _warn_early_refresh(config)
     task, train_prompts, eval_prompts = _prompts(config)  # and so does a bad prompts file
     state = _read_state(out) if config.resume else {"completed": 0, "magnet": 0}
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
@@ -68,8 +75,11 @@ def selfplay(config: SelfPlayConfig) -> Path:
                         else model, config.logprob_chunk_size, config.packing)
     eval_prompts = eval_prompts[:config.eval_limit]
     baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config)  # π_0's answers, once
+    moving = bool(config.refresh_every or config.refresh_gap)
+    initial = FrozenCopy(_load_policy(out, 0, config), config.logprob_chunk_size, config.packing) if moving else None
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
-              "logps" in losses.get(config.loss).inputs, Tracker(out, ["jsonl"], {}, enabled=True), baseline)
+              "logps" in losses.get(config.loss).inputs, Tracker(out, ["jsonl"], {}, enabled=True), baseline,
+              mode, pairs, source, initial)
 
     bar = tqdm(total=config.iterations, initial=state["completed"], desc=f"self-play {config.loss}", unit="iter",
                disable=not config.progress)
@@ -106,14 +116,25 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     prompts = _iteration_prompts(run.train_prompts, t, config.prompts_per_iteration)
     samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t)
     check("samples")
-    texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
-    matrices = preference_matrix(run.judge, prompts, texts, checkpoint=folder / "judged.npz",
-                                 chunk_size=config.judge_chunk_size)
-    check("samples and judgements")
-    k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
-    rates = matrices[:, :k, k:].mean(-1) if config.mixture_coef else win_rates(matrices)
-    examples, inputs = build_examples(prompts, samples, matrices[:, :k, :k], rates, tokenizer, config,
-                                      run.per_response, seed=config.seed * 1000 + t)
+    before = winrates.distributions(model, tokenizer, run.source, prompts) if run.source else None
+    if run.winrates == "exact":  # from π_t's own distribution: nothing to judge
+        candidates, enumerated = samples, None
+        if run.pairs == "canonical":
+            candidates, enumerated = map(list, zip(*[winrates.canonical_candidates(d, g)
+                                                     for d, g in zip(before, samples)]))
+        rates = [winrates.exact_rates(run.source, p, c, d) for p, c, d in zip(prompts, candidates, before)]
+        labels = None
+    else:
+        texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
+        matrices = preference_matrix(run.judge, prompts, texts, checkpoint=folder / "judged.npz",
+                                     chunk_size=config.judge_chunk_size)
+        check("samples and judgements")
+        k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
+        rates = list(matrices[:, :k, k:].mean(-1) if config.mixture_coef else win_rates(matrices))
+        candidates, enumerated, labels = samples, None, matrices[:, :k, :k]
+    examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
+                                      matrices=labels, enumerated=enumerated,
+                                      baseline=0.5 if run.winrates == "exact" else None)
     tables = _score(folder, model, magnet.model, examples, tokenizer, config, run.per_response)
     check("samples, judgements and log-prob tables")
     losses_seen = fit_iteration(model, examples, tables, inputs, tokenizer, config, run.per_response, seed=t,
@@ -124,8 +145,11 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     refreshed = _due(config, t, run.state, model, magnet, tokenizer, run.task, run.eval_prompts)
     answers = _eval_samples(run.out, t, model, tokenizer, run.eval_prompts, config)
     previous = _eval_samples(run.out, t - 1, model, tokenizer, run.eval_prompts, config)
-    metrics = iteration_metrics(run.judge, model, magnet.model, tokenizer, run.eval_prompts, answers, run.baseline,
-                                previous, run.task, config)
+    anchors = {"magnet": magnet.model, "initial": (run.initial or magnet).model}
+    metrics = iteration_metrics(run.judge, model, anchors, tokenizer, run.eval_prompts, answers, run.baseline,
+                                previous, run.task, config, t, run.source)
+    if before is not None:
+        metrics.update(_tracking(run, prompts, before))
     metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
                    train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
     _save_model(model, tokenizer, folder / "policy")
@@ -137,6 +161,45 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     run.state["completed"] = t
     write_json(run.out / "state.json", run.state)
     return metrics
+
+
+def _warn_early_refresh(config: SelfPlayConfig) -> None:
+    """Warn when the magnet moves before the regularised game it anchors has been (nearly) solved: each
+    iteration contracts the distance to that game's equilibrium by w_prev = 1/(1+ηα) (MMD; 1−ητ for INPO),
+    so M iterations solve M·ln(1/w_prev) e-folds of it, and well under ~2 the refreshed dynamic behaves like a
+    large multiplicative-weights step, which cycles (docs/selfplay.md, "Settings that converge")."""
+    import math
+
+    from prefkit.games.planner import EARLY_REFRESH
+
+    weights = losses.get(config.loss).step_weights(config.loss_params)
+    if not config.refresh_every or weights is None or not 0 < weights[0] < 1:
+        return
+    progress = config.refresh_every * -math.log(weights[0])
+    if progress < EARLY_REFRESH:
+        print(f"prefkit: warning: refresh_every={config.refresh_every} with these step sizes solves "
+              f"{progress:.2f} e-folds of each regularised game before the magnet moves (want >= ~2); the last "
+              "iterate may cycle. `prefkit game plan --task-model MODEL` suggests settings that converge",
+              file=sys.stderr)
+
+
+def _tracking(run: Run, prompts: list, before: list) -> dict[str, float]:
+    """Mean total-variation distance between π_{t+1} and the exact step it was fitting, and the median share of
+    the intended log-prob move achieved, over the iteration's prompts (prefkit.train.winrates.tracking)."""
+    weights = losses.get(run.config.loss).step_weights(run.config.loss_params)
+    if weights is None:  # the loss fits no exact tabular step (online IPO, Nash-MD)
+        return {}
+    first = {p: i for i, p in reversed(list(enumerate(prompts)))}  # each prompt once
+    unique = list(first)
+    after = winrates.distributions(run.model, run.tokenizer, run.source, unique)
+    magnet = winrates.distributions(run.magnet.model, run.tokenizer, run.source, unique)
+    results = []
+    for prompt, now, anchor in zip(unique, after, magnet):
+        start = before[first[prompt]]
+        rates = winrates.exact_rates(run.source, prompt, start.responses, start)
+        results.append(winrates.tracking(start, now, anchor, rates, weights))
+    distances, shares = zip(*results)
+    return {"tracking_tv": float(np.mean(distances)), "tracking_share": float(np.nanmedian(shares))}
 
 
 def _load_policy(out: Path, iteration: int, config: SelfPlayConfig):

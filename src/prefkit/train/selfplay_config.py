@@ -8,7 +8,9 @@ from typing import Any
 from prefkit.modeling.load import DTYPES
 from prefkit.train.validation import Limit, above, at_least, check_fields, loss_problems, raise_problems, within
 
-PAIRINGS = ("all", "best_worst", "top2")
+PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
+WINRATES = ("auto", "exact", "sampled")
+SCHEDULES = ("linear", "constant")
 
 
 @dataclass
@@ -28,16 +30,19 @@ class SelfPlayConfig:
     iterations: int = 6
     prompts_per_iteration: int = 64
     samples_per_prompt: int = 4
-    pairs: str = "all"
+    winrates: str = "auto"  # exact (a judge that enumerates responses) or sampled (K x K matrix); auto: exact if it can
+    pairs: str = "auto"  # all, best_worst, top2, canonical (exact win rates only); auto: canonical if exact, else all
     epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 1e-5
+    schedule: str = "linear"  # within each iteration: linear decay to 0 from a fresh AdamW, or constant
     max_grad_norm: float | None = 1.0  # null: no clipping (the norm is still measured and logged)
     # generation
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 32
     eval_samples: int = 1  # samples per eval prompt for the per-iteration win rates
+    kl_samples: int = 4  # fresh samples per eval prompt, each iteration, for the KL estimates
     eval_limit: int = 64  # eval prompts used per iteration (the first ones)
     judge_chunk_size: int = 16  # prompts judged between two saves of the judged matrices
     # model and bookkeeping
@@ -58,8 +63,14 @@ class SelfPlayConfig:
 
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first (the same checks as `prefkit train`'s config)."""
-        problems, bad = check_fields(self, SELFPLAY_LIMITS, {"pairs": PAIRINGS, "dtype": tuple(DTYPES)},
+        choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES)}
+        problems, bad = check_fields(self, SELFPLAY_LIMITS, choices,
                                      {"model": "--model", "output_dir": "--output-dir"})
+        if self.winrates == "exact" and self.mixture_coef:
+            problems.append("winrates: exact is against π_t, but Nash-MD's opponents come from the geometric mixture "
+                            "(mixture_coef > 0): use winrates: sampled")
+        if self.pairs == "canonical" and self.winrates == "sampled":
+            problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:
             more, specs = loss_problems([self.loss], self.loss_params)
             problems += more
@@ -74,5 +85,6 @@ SELFPLAY_LIMITS = {
     "batch_size": at_least(1), "learning_rate": above(0), "max_grad_norm": above(0),
     "temperature": Limit("> 0 (self-play samples K different answers: there is no greedy decoding)",
                          lambda value: value > 0), "top_p": within(0, 1, open_low=True), "max_new_tokens": at_least(1),
-    "eval_samples": at_least(1), "eval_limit": at_least(1), "judge_chunk_size": at_least(1),
+    "eval_samples": at_least(1), "kl_samples": at_least(1), "eval_limit": at_least(1),
+    "judge_chunk_size": at_least(1),
     "logprob_chunk_size": at_least(1), "seed": at_least(0), "max_nonfinite_steps": at_least(1)}

@@ -16,8 +16,15 @@ from prefkit.modeling.generation import encode_prompt
 from prefkit.train.batches import BatchOrder, collate
 
 
-def build_examples(prompts, samples, matrices, rates, tokenizer, config, per_response: bool, seed: int):
-    """Training examples and their per-example loss inputs (tensors aligned with the examples)."""
+def build_examples(prompts, candidates, rates, tokenizer, pairs: str, per_response: bool, matrices=None,
+                   enumerated=None, baseline=None):
+    """Training examples and their per-example loss inputs (tensors aligned with the examples).
+
+    `candidates[p]` are prompt p's responses (samples, or with `pairs: canonical` the enumerated responses then
+    the sampled ones outside them, `enumerated[p]` of the first kind), `rates[p]` their win rates against π_t.
+    `matrices` (sampled win rates only) gives `pairs: all` its soft labels. Single-response losses get every
+    candidate with its win rate and its advantage over `baseline` (½ for exact win rates: π_t against itself;
+    the group mean for sampled ones)."""
     examples, inputs = [], {}
 
     def add(example, **values):
@@ -25,29 +32,33 @@ def build_examples(prompts, samples, matrices, rates, tokenizer, config, per_res
         for key, value in values.items():
             inputs.setdefault(key, []).append(float(value))
 
-    for p, (prompt, group) in enumerate(zip(prompts, samples)):
+    for p, (prompt, group) in enumerate(zip(prompts, candidates)):
         prompt_ids = encode_prompt(tokenizer, prompt)
         if per_response:
+            centre = rates[p].mean() if baseline is None else baseline
             for i, sample in enumerate(group):
                 if sample.ids:
-                    add(UnpairedExample(prompt_ids, sample.ids, True, len(examples)), winrate=rates[p, i],
-                        advantages=rates[p, i] - rates[p].mean(), preference=rates[p, i])
+                    add(UnpairedExample(prompt_ids, sample.ids, True, len(examples)), winrate=rates[p][i],
+                        advantages=rates[p][i] - centre, preference=rates[p][i])
             continue
-        for i, j in _pairs(config.pairs, rates[p], matrices[p]):
+        for i, j in _pairs(pairs, rates[p], None if enumerated is None else enumerated[p]):
             if group[i].ids == group[j].ids:  # the same answer twice says nothing about the preference
                 continue
             example = PairExample(prompt_ids, group[i].ids, group[j].ids, len(examples))
-            if config.pairs == "all":
+            if pairs == "all" and matrices is not None:
                 add(example, preference=matrices[p][i, j])
             else:
-                add(example, chosen_winrate=rates[p, i], rejected_winrate=rates[p, j])
+                add(example, chosen_winrate=rates[p][i], rejected_winrate=rates[p][j])
     return examples, {k: torch.tensor(v, dtype=torch.float32) for k, v in inputs.items()}
 
 
-def _pairs(mode: str, rates: np.ndarray, matrix: np.ndarray) -> list[tuple[int, int]]:
+def _pairs(mode: str, rates: np.ndarray, enumerated: int | None) -> list[tuple[int, int]]:
     k = len(rates)
-    if mode == "all":  # every unordered pair once; the soft label says who is preferred
+    if mode == "all":  # every unordered pair once; the label or win rates say who is preferred
         return [(i, j) for i in range(k) for j in range(i + 1, k)]
+    if mode == "canonical":  # the enumerated responses pairwise, and each outside response against each of them
+        return ([(i, j) for i in range(enumerated) for j in range(i + 1, enumerated)]
+                + [(o, j) for o in range(enumerated, k) for j in range(enumerated)])
     ranked = np.argsort(-rates, kind="stable")
     second = ranked[1] if mode == "top2" else ranked[-1]
     return [(int(ranked[0]), int(second))] if rates[ranked[0]] > rates[second] else []
@@ -56,8 +67,11 @@ def _pairs(mode: str, rates: np.ndarray, matrix: np.ndarray) -> list[tuple[int, 
 def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response: bool, seed: int,
                   stop=None) -> list[float]:
     """E epochs of the method's loss over this iteration's examples, from a fresh AdamW (as the iterative
-    pipelines of SPPO and INPO restart each iteration). Returns the per-step losses. Seeded, so a resumed
-    iteration refits bit for bit; returns early when `stop` (prefkit.train.signals) has been requested."""
+    pipelines of SPPO and INPO restart each iteration) whose learning rate decays linearly to 0 within the
+    iteration (`schedule: linear`; `constant` keeps it): the fit then settles on the step it is fitting instead
+    of jittering around it, which halves the tracking error near the equilibrium (docs/selfplay.md). Returns
+    the per-step losses. Seeded, so a resumed iteration refits bit for bit; returns early when `stop`
+    (prefkit.train.signals) has been requested."""
     from prefkit.train.guard import NonFiniteGuard
     from prefkit.train.offline import PolicyLogps
 
@@ -69,10 +83,13 @@ def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_respon
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     order = BatchOrder(len(examples), min(config.batch_size, len(examples)), 1, 0, config.seed + seed)
+    total = config.epochs * order.per_epoch
+    decay = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda step: 1 - step / total) if config.schedule == "linear" else (lambda step: 1.0))
     device = next(model.parameters()).device
     seen = []
     model.train()
-    for step in range(config.epochs * order.per_epoch):
+    for step in range(total):
         if stop is not None and stop.requested:
             break
         indices = order.indices(step)
@@ -95,15 +112,17 @@ def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_respon
         if guard.allows(step + 1, loss.item(), grad_norm):
             optimizer.step()
             seen.append(loss.item())
+        decay.step()
         optimizer.zero_grad(set_to_none=True)
     model.eval()
     return seen
 
 
-def iteration_metrics(judge, model, magnet_model, tokenizer, prompts, answers, baseline, previous, task,
-                      config) -> dict[str, float]:
-    """Win rates against π_0 and π_{t-1} (with 95% intervals), length, KL to the reference, generation entropy,
-    and the exact duality gap on the task's cyclic prompts (with the mass outside the canonical sets)."""
+def iteration_metrics(judge, model, anchors: dict, tokenizer, prompts, answers, baseline, previous, task, config,
+                      t: int, source=None) -> dict[str, float]:
+    """Win rates against π_0 and π_{t-1} (with 95% intervals), length, KL to the magnet and to π_0, generation
+    entropy, and on the bundled task the exact duality gap on its cyclic prompts (with the mass outside the
+    canonical sets). `anchors` maps "magnet" and "initial" to their models."""
     from prefkit.eval.entropy import mean_token_entropy, token_entropies
     from prefkit.eval.winrate import judge_samples
 
@@ -116,15 +135,11 @@ def iteration_metrics(judge, model, magnet_model, tokenizer, prompts, answers, b
     metrics["length"] = float(np.mean([len(a.ids) for a in answers]))
     examples = [UnpairedExample(encode_prompt(tokenizer, p), a.ids or [tokenizer.eos_token_id], True, i)
                 for i, (p, a) in enumerate(zip(repeated, answers))]
-    from prefkit.train.precompute import score_examples
-
-    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size, packing=config.packing,
-                   device=next(model.parameters()).device)
-    policy = score_examples(model, examples, range(len(examples)), tokenizer.pad_token_id, False, **options)
-    anchor = score_examples(magnet_model, examples, range(len(examples)), tokenizer.pad_token_id, False, **options)
-    metrics["kl_to_reference"] = float(np.mean(np.subtract(policy, anchor)))
     entropies = token_entropies(model, [(e.prompt_ids, e.completion_ids) for e in examples], tokenizer.pad_token_id)
     metrics["entropy"] = mean_token_entropy(entropies)
+    metrics.update(kl_metrics(model, anchors, tokenizer, prompts, config, seed=20_000 + 1000 * config.seed + t))
+    if source is not None:
+        metrics.update(exact_kl_metrics(model, anchors, tokenizer, source, prompts))
     if task is not None:
         from prefkit.tasks import canonical_distributions
         from prefkit.games import duality_gap
@@ -136,3 +151,44 @@ def iteration_metrics(judge, model, magnet_model, tokenizer, prompts, answers, b
                                                     for p, (pi, _) in zip(cyclic, restricted)]))
             metrics["mass_outside"] = float(np.mean([outside for _, outside in restricted]))
     return metrics
+
+
+@torch.no_grad()
+def kl_metrics(model, anchors: dict, tokenizer, prompts, config, seed: int) -> dict[str, float]:
+    """KL(π ‖ anchor) from `kl_samples` fresh samples of π per prompt, drawn anew each iteration, with the
+    estimator E[r − 1 − log r], r = anchor(y)/π(y): unbiased, and non-negative sample by sample (Schulman's k3),
+    where the plain mean of log π − log anchor can come out negative."""
+    from prefkit.modeling import score
+    from prefkit.modeling.generation import generate
+
+    groups = generate(model, tokenizer, prompts, config.kl_samples, seed=seed, temperature=config.temperature,
+                      top_p=config.top_p, max_new_tokens=config.max_new_tokens)
+    scored = [(encode_prompt(tokenizer, p), [s.ids or [tokenizer.eos_token_id] for s in g])
+              for p, g in zip(prompts, groups)]
+    own = score(model, scored).double()
+    metrics = {}
+    for name, anchor in anchors.items():
+        log_ratio = score(anchor, scored).double() - own
+        metrics[f"kl_to_{name}"] = float((log_ratio.exp() - 1 - log_ratio).mean())
+    return metrics
+
+
+def exact_kl_metrics(model, anchors: dict, tokenizer, source, prompts) -> dict[str, float]:
+    """KL(π ‖ anchor) exactly over the judge's enumerated responses plus one outcome for everything outside them
+    (a lower bound on the full KL: merging outcomes never increases it), averaged over the prompts."""
+    from prefkit.train.winrates import distributions
+
+    unique = list(dict.fromkeys(prompts))
+    own = distributions(model, tokenizer, source, unique)
+    metrics = {}
+    for name, anchor in anchors.items():
+        other = distributions(anchor, tokenizer, source, unique)
+        metrics[f"kl_to_{name}_exact"] = float(np.mean([_kl(a, b) for a, b in zip(own, other)]))
+    return metrics
+
+
+def _kl(p, q) -> float:
+    full = lambda d: np.append(d.probs * (1 - d.outside), d.outside)  # noqa: E731
+    a, b = full(p), full(q)
+    keep = a > 0
+    return float(np.sum(a[keep] * (np.log(a[keep]) - np.log(np.maximum(b[keep], 1e-300)))))
