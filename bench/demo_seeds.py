@@ -33,12 +33,16 @@ def tables(runs: list[dict]) -> str:
         for name in ("dpo", "simpo", "stapo"):
             values = [cell([r["curves"][name][e][metric] for r in runs]) for e in range(epochs)]
             lines.append(f"| {name} {label} | " + " | ".join(values) + " |")
-    iterations = len(runs[0]["curves"]["mpo"])
-    lines += ["", "| iteration | " + " | ".join(str(i + 1) for i in range(iterations)) + " |",
-              "|---|" + "---|" * iterations]
-    for name in ("mpo", "mpo (no refresh)", "inpo", "sppo"):
-        values = [cell([r["curves"][name][i]["duality_gap"] for r in runs]) for i in range(iterations)]
-        lines.append(f"| {name} | " + " | ".join(values) + " |")
+    selfplay = [name for name, curve in runs[0]["curves"].items() if curve and "iteration" in curve[0]]
+    iterations = len(runs[0]["curves"][selfplay[0]])
+    shown = sorted({min(iterations, i) for i in (1, 5, 10, 20, 30, 40, 50, 60)})
+    lines += ["", "| exact gap (cyclic) at iteration | " + " | ".join(str(i) for i in shown) + " | mean of last 5 |",
+              "|---|" + "---|" * (len(shown) + 1)]
+    for name in selfplay:
+        for key, label in (("duality_gap", "trained"), ("tabular_gap", "exact tabular")):
+            values = [cell([r["curves"][name][i - 1][key] for r in runs]) for i in shown]
+            last5 = cell([np.mean([p[key] for p in r["curves"][name][-5:]]) for r in runs])
+            lines.append(f"| {name} ({label}) | " + " | ".join(values) + f" | {last5} |")
     return "\n".join(lines)
 
 

@@ -13,15 +13,19 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     results = json.loads((tmp_path / "results.json").read_text())
     methods = results["methods"]
-    assert set(methods) == {"reference", "dpo", "simpo", "stapo", "mpo", "mpo (no refresh)", "inpo", "sppo"}
+    assert set(methods) == {"reference", "dpo", "simpo", "stapo", "mpo", "fixed magnet (= inpo)", "sppo"}
     assert methods["reference"]["win_rate_vs_reference"] == pytest.approx(0.5)  # the reference against itself
     for name, m in methods.items():
         assert 0 <= m["win_rate_vs_reference"] <= 1 and 0 <= m["duality_gap"] <= 1 and 0 <= m["mass_outside"] <= 1
         assert name in printed
     assert [p["epoch"] for p in results["curves"]["stapo"]] == [1, 2]
-    assert [p["iteration"] for p in results["curves"]["mpo"]] == [1, 2]
+    assert [p["iteration"] for p in results["curves"]["mpo"]] == [1, 2, 3, 4]
+    for name in ("mpo", "fixed magnet (= inpo)", "sppo"):  # each trained curve beside its tabular twin
+        assert all(0 <= p["tabular_gap"] <= 1 for p in results["curves"][name])
+        assert len(results["lab"][name]) == 41 and results["lab"][name][0] == pytest.approx(
+            methods["reference"]["duality_gap"])
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64") == 5 and (tmp_path / "report.md").is_file()
+    assert html.count("data:image/png;base64") == 6 and (tmp_path / "report.md").is_file()
     for png in (tmp_path / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     # The measured behaviour the full demo reports (docs/demo.md), guarded at the quick size, seed 0:

@@ -22,11 +22,13 @@ OFFLINE = {  # name -> (loss, hyper-parameters)
     "simpo": ("simpo", {"beta": 2.0, "gamma": 1.0}),
     "stapo": ("stapo", {"beta": 2.0, "left_margin": 1.0, "right_margin": 4.0}),
 }
-SELFPLAY = {  # name -> (loss, hyper-parameters, magnet refresh period)
-    "mpo": ("mpo", {"eta": 2.0, "alpha": 0.2}, 2),
-    "mpo (no refresh)": ("mpo", {"eta": 2.0, "alpha": 0.2}, None),
-    "inpo": ("inpo", {"eta": 2.0 / 1.4, "tau": 0.2}, None),
-    "sppo": ("sppo", {"eta": 2.0}, None),
+# name -> (loss, hyper-parameters, magnet refresh period, the game lab's tabular twin: algorithm and settings).
+# η = 6, α = 0.1, refresh every 6: what `prefkit game plan --task-model` ranks first from the demo's reference.
+# MPO with a fixed magnet is INPO with η/(1+ηα) (the same loss, example by example), so INPO has no row of its own.
+SELFPLAY = {
+    "mpo": ("mpo", {"eta": 6.0, "alpha": 0.1}, 6, ("mpo", {"eta": 6.0, "alpha": 0.1, "refresh_every": 6})),
+    "fixed magnet (= inpo)": ("mpo", {"eta": 6.0, "alpha": 0.1}, None, ("mmd", {"eta": 6.0, "alpha": 0.1})),
+    "sppo": ("sppo", {"eta": 6.0}, None, ("mwu", {"eta": 6.0})),
 }
 
 
@@ -37,15 +39,16 @@ class Settings:
     offline_epochs: int = 5
     offline_batch: int = 32
     offline_lr: float = 1e-4
-    iterations: int = 6
-    prompts_per_iteration: int = 64
-    selfplay_prompts: str = "task:balanced"  # half cyclic prompts: where the Nash equilibrium is mixed
-    selfplay_lr: float = 3e-4
-    selfplay_epochs: int = 3
+    iterations: int = 60
+    prompts_per_iteration: int = 16
+    selfplay_prompts: str = "task:cyclic"  # the prompts whose Nash equilibrium is mixed: where MPO's claim lives
+    selfplay_lr: float = 6e-4
+    selfplay_epochs: int = 4
+    selfplay_batch: int = 8
     eval_samples: int = 64  # generated answers for the entropy measurement
 
 
-QUICK = Settings(pretrain_steps=300, offline_epochs=2, iterations=2, prompts_per_iteration=32, eval_samples=32)
+QUICK = Settings(pretrain_steps=300, offline_epochs=2, iterations=4, eval_samples=32)
 
 
 def add_parser(subparsers) -> None:
@@ -67,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
 def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
     import torch
 
-    from prefkit.tasks import SyntheticTask, preference_rows, reference_model, write_jsonl
+    from prefkit.games import exact_curve
+    from prefkit.tasks import SyntheticTask, canonical_distributions, preference_rows, reference_model, write_jsonl
     from prefkit.train.selfplay import _save_model
 
     torch.set_num_threads(1)  # the tiny model is faster on one thread than on two that wait on each other
@@ -84,7 +88,7 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
 
     cyclic = task.prompts("cyclic", split="eval")
     evaluation = task.prompts(split="eval")
-    results = {"settings": vars(settings), "seed": seed, "methods": {}, "curves": {}}
+    results = {"settings": vars(settings), "seed": seed, "methods": {}, "curves": {}, "lab": {}}
     results["methods"]["reference"] = _exact(model, tokenizer, task, evaluation, cyclic, model, settings, seed)
     for name, (loss, params) in OFFLINE.items():
         clock = time.perf_counter()
@@ -92,10 +96,16 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
         results["curves"][name] = curve
         results["methods"][name] = curve[-1]
         timings[name] = time.perf_counter() - clock
-    for name, (loss, params, refresh) in SELFPLAY.items():
+    starts = [probs for probs, _ in canonical_distributions(model, tokenizer, task, cyclic)]
+    games = [task.preference_matrix(p) for p in cyclic]
+    for name, (loss, params, refresh, (algorithm, tabular)) in SELFPLAY.items():
         clock = time.perf_counter()
         final, curve = _selfplay(name, loss, params, refresh, reference_dir, out, settings, seed)
+        exact = exact_curve(games, starts, algorithm, settings.iterations, **tabular)
+        for point in curve:  # the tabular dynamics from the same start, iteration by iteration
+            point["tabular_gap"] = float(exact[point["iteration"]])
         results["curves"][name] = curve
+        results["lab"][name] = exact_curve(games, starts, algorithm, 10 * settings.iterations, **tabular).tolist()
         results["methods"][name] = _exact(final, tokenizer, task, evaluation, cyclic, model, settings, seed)
         timings[name] = time.perf_counter() - clock
     results["seconds"] = timings
@@ -143,9 +153,10 @@ def _selfplay(name, loss, params, refresh, reference_dir, out, settings, seed):
     config = SelfPlayConfig(model=str(reference_dir), output_dir=str(folder), loss=loss, loss_params=params,
                             refresh_every=refresh, iterations=settings.iterations,
                             prompts_per_iteration=settings.prompts_per_iteration, samples_per_prompt=4,
+                            batch_size=settings.selfplay_batch,
                             max_new_tokens=8, learning_rate=settings.selfplay_lr, epochs=settings.selfplay_epochs,
-                            prompts=settings.selfplay_prompts, eval_limit=32, seed=seed, progress=True,
-                            overwrite=True).validate()
+                            prompts=settings.selfplay_prompts, eval_limit=16, kl_samples=1, seed=seed,
+                            progress=True, overwrite=True).validate()
     print(f"self-play: {name} ({settings.iterations} iterations)", flush=True)
     final = selfplay(config)
     curve = [{"iteration": r["step"], "duality_gap": r.get("duality_gap"), "winrate_vs_initial": r["winrate_vs_initial"]}

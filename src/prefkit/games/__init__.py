@@ -17,10 +17,10 @@ from prefkit.games.dynamics import ALGORITHMS, canonical_name
 from prefkit.games.matrices import (bradley_terry, check_preference, cycle3, cyclic3, cyclic_tournament, load,
                                     mixture, random_game, rps)
 from prefkit.games.metrics import duality_gap, kl, nash, qre, regularised_gap, win_rates
-from prefkit.games.planner import PlanRow, inner_progress, plan, recommended, refreshes_early
+from prefkit.games.planner import PlanRow, exact_curve, inner_progress, plan, recommended, refreshes_early
 
 __all__ = [
     "ALGORITHMS", "PlanRow", "Trajectory", "bradley_terry", "canonical_name", "check_preference", "cycle3",
-    "cyclic3", "cyclic_tournament", "duality_gap", "inner_progress", "kl", "load", "mixture", "nash", "plan", "qre",
+    "cyclic3", "cyclic_tournament", "duality_gap", "exact_curve", "inner_progress", "kl", "load", "mixture", "nash", "plan", "qre",
     "random_game", "recommended", "refreshes_early", "regularised_gap", "rps", "simulate", "win_rates",
 ]

@@ -133,6 +133,14 @@ def _verdict(gaps: np.ndarray, scores: np.ndarray, late: np.ndarray, iterations:
     return False, f"{word} on {int((~good).sum())}/{len(good)} games"
 
 
+def exact_curve(games, starts, algorithm: str, steps: int, **settings) -> np.ndarray:
+    """The mean exact gap over `games` after 0..`steps` steps of `algorithm` (as `simulate` names it, with its
+    settings) from `starts`, which are also the initial magnets: the tabular trajectory a trained model is
+    drawn beside (prefkit demo)."""
+    groups, count = _groups(games, starts)
+    return _gaps(groups, count, algorithm, steps, **settings).mean(axis=0)
+
+
 def _gaps(groups, count: int, algorithm: str, steps: int, **settings) -> np.ndarray:
     """(games, steps + 1) exact gaps, one batched `simulate` per game size, rows back in the caller's order."""
     out = np.empty((count, steps + 1))
