@@ -6,8 +6,8 @@ uninterrupted run's.
 Each scenario runs once uninterrupted (its wall time T sets the range of kill times), then `--points` times
 killed at a uniform random time in [0, T] and resumed with `--resume` until done. Offline runs checkpoint
 every step, so kills land inside checkpoint writes too; self-play runs kill inside sampling, judging, scoring,
-fitting and saving. MPO refreshes its magnet at iteration 2, so kills before and after the first refresh are
-both tried. Prints one line per point and a summary; exits 1 if any resume differs. Figures: docs/training.md.
+fitting and saving. MPO (exact win rates) refreshes its magnet at iteration 2, so kills before and after the
+first refresh are both tried; INPO runs with sampled win rates, so kills land inside judging too. Prints one line per point and a summary; exits 1 if any resume differs. Figures: docs/training.md.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SCENARIOS = {
     "dpo": lambda w: ["train", "--model", w["model"], "--data", w["pairs"], "--loss", "dpo", *OFFLINE],
     "kto": lambda w: ["train", "--model", w["model"], "--data", w["unpaired"], "--loss", "kto", *OFFLINE],
     "mpo": lambda w: ["selfplay", "--model", w["task_model"], "loss=mpo", "refresh_every=2", *SELFPLAY],
-    "inpo": lambda w: ["selfplay", "--model", w["task_model"], "loss=inpo", *SELFPLAY],
+    "inpo": lambda w: ["selfplay", "--model", w["task_model"], "loss=inpo", "winrates=sampled", *SELFPLAY],
 }
 
 

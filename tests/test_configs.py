@@ -37,3 +37,8 @@ def test_task_export_feeds_the_configs(tmp_path, monkeypatch):
                      "warmup_steps=0", "progress=false", "save_steps=null"]) == 0  # warmup must fit in 1 step
         record = json.loads((tmp_path / "runs" / config / "metrics.jsonl").read_text().splitlines()[-1])
         assert record["step"] == 1 and record["loss"] > 0
+    # configs/mpo.yaml as shipped (fewer iterations): exact win rates from the task's oracle, canonical pairs
+    assert main(["selfplay", "--config", str(CONFIGS[0].parent / "mpo.yaml"), "iterations=1",
+                 "prompts_per_iteration=4", "eval_limit=4", "progress=false"]) == 0
+    record = json.loads((tmp_path / "runs" / "mpo" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 1 and 0 <= record["duality_gap"] <= 1 and "tracking_tv" in record

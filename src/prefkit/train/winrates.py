@@ -87,11 +87,13 @@ def canonical_candidates(policy: Enumerated, samples: list[Sample]) -> tuple[lis
 
 
 def tracking(before: Enumerated, after: Enumerated, magnet: Enumerated, rates: np.ndarray,
-             weights: tuple[float, float, float]) -> tuple[float, float]:
+             weights: tuple[float, float, float]) -> tuple[float, float, float]:
     """How closely one iteration's fit followed the game dynamic it was fitting, over the enumerated responses:
-    (total-variation distance between π_{t+1} and the exact step from π_t, share of the intended log-prob move
-    achieved). The step is log π' = w_prev·log π_t + w_ref·log π_ref + c·P(· beats π_t) (LossSpec.step);
-    `rates` are the enumerated responses' exact win rates against π_t."""
+    (total-variation distance between π_{t+1} and the exact step from π_t, achieved·intended, intended·intended)
+    for the log-prob moves from π_t (centred: log-probs are defined up to a constant). The step is
+    log π' = w_prev·log π_t + w_ref·log π_ref + c·P(· beats π_t) (LossSpec.step); `rates` are the enumerated
+    responses' exact win rates against π_t. The share of the intended move achieved is the ratio of the two
+    products, pooled over prompts (a prompt whose intended move is ~0 would make its own ratio meaningless)."""
     from prefkit.games.dynamics import normalise
 
     w_prev, w_ref, c = weights
@@ -99,6 +101,5 @@ def tracking(before: Enumerated, after: Enumerated, magnet: Enumerated, rates: n
     target = normalise(w_prev * start + w_ref * np.log(magnet.probs) + c * rates)
     distance = 0.5 * float(np.abs(np.exp(target) - after.probs).sum())
     intended, achieved = target - start, np.log(after.probs) - start
-    intended, achieved = intended - intended.mean(), achieved - achieved.mean()  # log-probs up to a constant
-    norm = float(intended @ intended)
-    return distance, float(achieved @ intended) / norm if norm > 0 else float("nan")
+    intended, achieved = intended - intended.mean(), achieved - achieved.mean()
+    return distance, float(achieved @ intended), float(intended @ intended)

@@ -1,0 +1,85 @@
+"""Exact win rates from an enumerating judge, the canonical pairing, tracking of the exact step, and the KL
+estimators: the pieces that let the trained model follow MPO's dynamics (docs/selfplay.md, "Win rates")."""
+
+import numpy as np
+import pytest
+
+from prefkit.errors import PrefkitError
+from prefkit.judges import load_judge
+from prefkit.judges.exact import enumerating
+from prefkit.modeling.generation import Sample
+from prefkit.train import winrates
+from prefkit.train.selfplay_config import SelfPlayConfig
+
+
+def test_the_oracle_gives_exact_win_rates_as_the_task_computes_them(task):
+    source = enumerating(load_judge("task"))
+    for prompt in task.prompts("cyclic", split="eval")[:3] + task.prompts("transitive", split="eval")[:2]:
+        canonical = task.canonical(prompt)
+        rng = np.random.default_rng(1)
+        probs, outside = rng.dirichlet(np.ones(len(canonical))), 0.2
+        candidates = canonical + [task.malformed(prompt, rng)]
+        rates = source.win_rates_against(prompt, candidates, probs, outside)
+        for i in range(len(canonical)):  # a canonical answer is the policy that always gives it
+            assert rates[i] == pytest.approx(task.win_rate(prompt, np.eye(len(canonical))[i], probs, 0.0, outside))
+        assert rates[-1] == pytest.approx(task.win_rate(prompt, probs, probs, 1.0, outside))  # a malformed answer
+        # a policy's mean win rate against itself is one half
+        mine = np.append(probs * (1 - outside), outside)
+        assert mine @ rates == pytest.approx(0.5)
+
+
+def test_exact_needs_an_enumerating_judge_and_auto_picks_it():
+    config = SelfPlayConfig(model="m", output_dir="o")
+    assert winrates.resolve(config, load_judge("task"))[:2] == ("exact", "canonical")
+    black_box = load_judge(lambda prompt, a, b: 0.5)
+    assert winrates.resolve(config, black_box)[:2] == ("sampled", "all")
+    with pytest.raises(PrefkitError, match="winrates: exact needs a judge that enumerates"):
+        winrates.resolve(SelfPlayConfig(model="m", output_dir="o", winrates="exact"), black_box)
+    with pytest.raises(PrefkitError, match="pairs: canonical"):
+        winrates.resolve(SelfPlayConfig(model="m", output_dir="o", pairs="canonical"), black_box)
+    nash_md = SelfPlayConfig(model="m", output_dir="o", loss="nash_md", mixture_coef=0.1)
+    assert winrates.resolve(nash_md, load_judge("task"))[0] == "sampled"  # its opponents are not π_t
+    assert any("Nash-MD" in p for p in SelfPlayConfig(model="m", output_dir="o", winrates="exact",
+                                                      mixture_coef=0.1).problems())
+
+
+def test_canonical_candidates_keep_each_outside_sample_once():
+    policy = winrates.Enumerated([Sample("a", [1]), Sample("b", [2])], np.array([0.5, 0.5]), 0.1)
+    samples = [Sample("b", [2]), Sample("zz", [3, 4]), Sample("zz", [3, 4]), Sample("", []), Sample("q", [5])]
+    candidates, enumerated = winrates.canonical_candidates(policy, samples)
+    assert [c.text for c in candidates] == ["a", "b", "zz", "q"] and enumerated == 2
+    from prefkit.train.selfplay_steps import _pairs
+
+    assert _pairs("canonical", np.zeros(4), 2) == [(0, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
+
+
+def test_tracking_measures_the_distance_to_the_exact_step():
+    start = winrates.Enumerated([], np.array([0.5, 0.3, 0.2]), 0.0)
+    magnet = winrates.Enumerated([], np.array([0.2, 0.3, 0.5]), 0.0)
+    rates = np.array([0.6, 0.4, 0.5])
+    weights = (0.625, 0.375, 3.75)  # MPO's step with η = 6, α = 0.1
+    log_target = 0.625 * np.log(start.probs) + 0.375 * np.log(magnet.probs) + 3.75 * rates
+    target = np.exp(log_target) / np.exp(log_target).sum()
+    hit = winrates.Enumerated([], target, 0.0)
+    share = lambda result: result[1] / result[2]  # noqa: E731
+    hit_result = winrates.tracking(start, hit, magnet, rates, weights)
+    assert hit_result[0] == pytest.approx(0.0, abs=1e-12) and share(hit_result) == pytest.approx(1.0)
+    stayed = winrates.tracking(start, start, magnet, rates, weights)
+    assert stayed[0] > 0.05 and share(stayed) == pytest.approx(0.0)
+    halfway = np.exp(0.5 * (np.log(start.probs) + np.log(target)))
+    assert share(winrates.tracking(start, winrates.Enumerated([], halfway / halfway.sum(), 0.0), magnet, rates,
+                                   weights)) == pytest.approx(0.5)
+
+
+def test_kl_estimates_are_never_negative_and_exact_kl_is_zero_against_itself(task, tokenizer):
+    from prefkit.train.selfplay_steps import exact_kl_metrics, kl_metrics
+
+    config = SelfPlayConfig(model="m", output_dir="o", kl_samples=3, max_new_tokens=4)
+    model, other = task.model(seed=0, hidden_size=32).eval(), task.model(seed=1, hidden_size=32).eval()
+    prompts = task.prompts("cyclic", split="eval")[:4]
+    for seed in range(3):  # several draws: the plain log-ratio mean goes negative on some, k3 never
+        kl = kl_metrics(model, {"magnet": other, "initial": model}, tokenizer, prompts, config, seed=seed)
+        assert kl["kl_to_magnet"] > 0 and kl["kl_to_initial"] == pytest.approx(0.0, abs=1e-9)
+    exact = exact_kl_metrics(model, {"magnet": other, "initial": model}, tokenizer,
+                             enumerating(load_judge("task")), prompts)
+    assert exact["kl_to_magnet_exact"] > 0 and exact["kl_to_initial_exact"] == pytest.approx(0.0, abs=1e-9)
