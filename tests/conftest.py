@@ -22,3 +22,14 @@ def tokenizer(task):
 def model(task):
     """The task's tiny Llama, untrained (files that need another model define their own `model`)."""
     return task.model(seed=0, hidden_size=32).eval()
+
+
+@pytest.fixture(scope="module")
+def initial(tmp_path_factory):
+    """The task's tiny untrained Llama and its tokenizer on disk: the initial policy of a self-play test run."""
+    from prefkit.tasks import SyntheticTask
+
+    task, path = SyntheticTask(), tmp_path_factory.mktemp("selfplay") / "initial"
+    task.model(seed=0).save_pretrained(path)
+    task.tokenizer().save_pretrained(path)
+    return str(path)

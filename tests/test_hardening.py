@@ -193,21 +193,11 @@ def test_a_planted_pickle_in_a_checkpoint_never_runs(workspace, tmp_path, capsys
 
 # ---- self-play resume -------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def task_model(tmp_path_factory):
-    from prefkit.tasks import SyntheticTask
-
-    task, path = SyntheticTask(), tmp_path_factory.mktemp("selfplay") / "initial"
-    task.model(seed=0).save_pretrained(path)
-    task.tokenizer().save_pretrained(path)
-    return str(path)
-
-
-def selfplay_config(task_model, out, **values):
+def selfplay_config(initial, out, **values):
     from prefkit.train.config import load_config
     from prefkit.train.selfplay_config import SelfPlayConfig
 
-    flags = dict(model=task_model, output_dir=str(out), prompts_per_iteration=4, samples_per_prompt=3,
+    flags = dict(model=initial, output_dir=str(out), prompts_per_iteration=4, samples_per_prompt=3,
                  max_new_tokens=4, eval_limit=4, batch_size=4, epochs=1, learning_rate=1e-3, progress=False)
     flags.update({k: v for k, v in values.items() if not isinstance(v, dict)})
     overrides = [f"{k}={json.dumps(v)}" for k, v in values.items() if isinstance(v, dict)]
@@ -215,13 +205,13 @@ def selfplay_config(task_model, out, **values):
 
 
 @pytest.mark.parametrize("loss, extra", [("inpo", {}), ("mpo", {"refresh_every": 2})])
-def test_self_play_resume_keeps_the_initial_model_as_reference_until_a_magnet_is_saved(task_model, tmp_path,
+def test_self_play_resume_keeps_the_initial_model_as_reference_until_a_magnet_is_saved(initial, tmp_path,
                                                                                         loss, extra):
     from prefkit.train.selfplay import selfplay
 
-    selfplay(selfplay_config(task_model, tmp_path / "once", loss=loss, iterations=3, **extra))
-    selfplay(selfplay_config(task_model, tmp_path / "twice", loss=loss, iterations=1, **extra))
-    selfplay(selfplay_config(task_model, tmp_path / "twice", loss=loss, iterations=3, resume=True, **extra))
+    selfplay(selfplay_config(initial, tmp_path / "once", loss=loss, iterations=3, **extra))
+    selfplay(selfplay_config(initial, tmp_path / "twice", loss=loss, iterations=1, **extra))
+    selfplay(selfplay_config(initial, tmp_path / "twice", loss=loss, iterations=3, resume=True, **extra))
     assert_same_weights(tmp_path / "once" / "final", tmp_path / "twice" / "final")
     from safetensors.torch import load_file
 
@@ -231,15 +221,15 @@ def test_self_play_resume_keeps_the_initial_model_as_reference_until_a_magnet_is
         assert torch.equal(once["ref"], twice["ref"]), t
 
 
-def test_a_planted_pickle_in_self_play_tables_never_runs(task_model, tmp_path, capsys):
+def test_a_planted_pickle_in_self_play_tables_never_runs(initial, tmp_path, capsys):
     from prefkit.train.selfplay import selfplay
 
-    selfplay(selfplay_config(task_model, tmp_path, loss="inpo", iterations=1))
+    selfplay(selfplay_config(initial, tmp_path, loss="inpo", iterations=1))
     (tmp_path / "state.json").write_text(json.dumps({"completed": 0, "magnet": 0}))  # iteration 1 again
     marker = tmp_path / "executed"
     plant(tmp_path / "iter-0001" / "logps.safetensors", marker)
     with pytest.raises(Exception, match="not a readable safetensors file"):
-        selfplay(selfplay_config(task_model, tmp_path, loss="inpo", iterations=1, resume=True))
+        selfplay(selfplay_config(initial, tmp_path, loss="inpo", iterations=1, resume=True))
     assert not marker.exists()
 
 
@@ -304,8 +294,8 @@ def test_the_first_signal_asks_to_stop_and_a_second_exits_at_once(monkeypatch, c
 
 
 @pytest.mark.slow
-def test_self_play_stops_on_sigterm_and_resumes_bit_exact(task_model, tmp_path):
-    args = ["selfplay", "--model", task_model, "loss=mpo", "refresh_every=2", "iterations=3",
+def test_self_play_stops_on_sigterm_and_resumes_bit_exact(initial, tmp_path):
+    args = ["selfplay", "--model", initial, "loss=mpo", "refresh_every=2", "iterations=3",
             "prompts_per_iteration=4", "samples_per_prompt=3", "max_new_tokens=4", "eval_limit=4", "batch_size=4",
             "epochs=1", "learning_rate=1e-3", "progress=false"]
     once = start(args + ["--output-dir", str(tmp_path / "once")])

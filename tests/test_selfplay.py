@@ -18,16 +18,6 @@ TINY = dict(prompts_per_iteration=4, samples_per_prompt=3, max_new_tokens=4, eva
             learning_rate=1e-3, progress=False)
 
 
-@pytest.fixture(scope="module")
-def initial(tmp_path_factory):
-    from prefkit.tasks import SyntheticTask
-
-    task, path = SyntheticTask(), tmp_path_factory.mktemp("selfplay") / "initial"
-    task.model(seed=0).save_pretrained(path)
-    task.tokenizer().save_pretrained(path)
-    return str(path)
-
-
 def config(initial, out, **values):
     flags = {"model": initial, "output_dir": str(out), **TINY, **values}
     overrides = [f"{k}={json.dumps(v)}" for k, v in flags.items() if isinstance(v, dict)]
