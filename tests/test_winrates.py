@@ -83,3 +83,21 @@ def test_kl_estimates_are_never_negative_and_exact_kl_is_zero_against_itself(tas
     exact = exact_kl_metrics(model, {"magnet": other, "initial": model}, tokenizer,
                              enumerating(load_judge("task")), prompts)
     assert exact["kl_to_magnet_exact"] > 0 and exact["kl_to_initial_exact"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_weighted_win_rates_use_the_policy_probabilities_of_the_distinct_samples():
+    P = np.array([[0.5, 0.9, 0.2], [0.1, 0.5, 0.7], [0.8, 0.3, 0.5]])  # a cycle over answers a, b, c
+    pi = np.array([0.6, 0.3, 0.1])
+    eos = 9
+    answers = {"a": Sample("a", [1, eos]), "b": Sample("b", [2, eos]), "c": Sample("c", [3, eos])}
+    drawn = ["a", "a", "a", "b", "c", "a"]  # counts 4/6, 1/6, 1/6: not π
+    group = [answers[x] for x in drawn]
+    index = ["abc".index(x) for x in drawn]
+    matrices = P[np.ix_(index, index)][None]
+    logps = [np.log(pi[index])]
+    weighted = winrates.weighted_rates(matrices, [group], logps, eos)[0]
+    assert weighted == pytest.approx((P @ pi)[index])  # every answer seen: exact, whatever the counts
+    truncated = [Sample(s.text, s.ids[:-1]) for s in group]  # no EOS: not complete responses, plain estimate
+    from prefkit.judges import win_rates
+
+    assert winrates.weighted_rates(matrices, [truncated], logps, eos)[0] == pytest.approx(win_rates(matrices)[0])

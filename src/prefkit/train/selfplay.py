@@ -21,7 +21,7 @@ import torch
 from prefkit import losses
 from prefkit.errors import PrefkitError, RunStopped
 from prefkit.io import atomic_write, read_json, replace_dir, write_json
-from prefkit.modeling.generation import Sample, generate
+from prefkit.modeling.generation import Sample, encode_prompt, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
 from prefkit.train.precompute import score_examples
@@ -51,7 +51,7 @@ class Run:
     per_response: bool  # single responses with win rates (SPPO, ...) rather than pairs
     tracker: Tracker
     baseline: list  # π_0's answers to the eval prompts
-    winrates: str  # "exact" or "sampled" (prefkit.train.winrates.resolve)
+    winrates: str  # "exact", "sampled" or "weighted" (prefkit.train.winrates.resolve)
     pairs: str
     source: object  # the judge's enumerating side, or None for a black box
     initial: FrozenCopy | None  # π_0, kept for KL metrics when the magnet moves away from it
@@ -130,8 +130,19 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
                                      chunk_size=config.judge_chunk_size)
         check("samples and judgements")
         k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
-        rates = list(matrices[:, :k, k:].mean(-1) if config.mixture_coef else win_rates(matrices))
-        candidates, enumerated, labels = samples, None, matrices[:, :k, :k]
+        if config.mixture_coef:
+            rates = matrices[:, :k, k:].mean(-1)
+        elif run.winrates == "weighted":
+            eos = tokenizer.eos_token_id
+            logps = winrates.group_logps(model, [(encode_prompt(tokenizer, prompt), [s.ids or [eos] for s in group])
+                                                 for prompt, group in zip(prompts, samples)])
+            rates = winrates.weighted_rates(matrices, samples, logps, eos)
+        else:
+            rates = win_rates(matrices)
+        rates = list(rates)
+        # sampled: the judge's soft labels for `pairs: all`; weighted: the pairs carry the weighted win rates
+        labels = matrices[:, :k, :k] if run.winrates == "sampled" else None
+        candidates, enumerated = samples, None
     examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
                                       matrices=labels, enumerated=enumerated,
                                       baseline=0.5 if run.winrates == "exact" else None)

@@ -9,7 +9,7 @@ from prefkit.modeling.load import DTYPES
 from prefkit.train.validation import Limit, above, at_least, check_fields, loss_problems, raise_problems, within
 
 PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
-WINRATES = ("auto", "exact", "sampled")
+WINRATES = ("auto", "exact", "sampled", "weighted")
 SCHEDULES = ("linear", "constant")
 
 
@@ -30,7 +30,7 @@ class SelfPlayConfig:
     iterations: int = 6
     prompts_per_iteration: int = 64
     samples_per_prompt: int = 4
-    winrates: str = "auto"  # exact (a judge that enumerates responses) or sampled (K x K matrix); auto: exact if it can
+    winrates: str = "auto"  # exact (an enumerating judge), sampled or weighted (K x K matrix); auto: exact if it can
     pairs: str = "auto"  # all, best_worst, top2, canonical (exact win rates only); auto: canonical if exact, else all
     epochs: int = 2
     batch_size: int = 16
@@ -66,10 +66,10 @@ class SelfPlayConfig:
         choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES)}
         problems, bad = check_fields(self, SELFPLAY_LIMITS, choices,
                                      {"model": "--model", "output_dir": "--output-dir"})
-        if self.winrates == "exact" and self.mixture_coef:
-            problems.append("winrates: exact is against π_t, but Nash-MD's opponents come from the geometric mixture "
-                            "(mixture_coef > 0): use winrates: sampled")
-        if self.pairs == "canonical" and self.winrates == "sampled":
+        if self.winrates in ("exact", "weighted") and self.mixture_coef:
+            problems.append(f"winrates: {self.winrates} is against π_t, but Nash-MD's opponents come from the "
+                            "geometric mixture (mixture_coef > 0): use winrates: sampled")
+        if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:
             more, specs = loss_problems([self.loss], self.loss_params)

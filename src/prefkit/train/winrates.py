@@ -1,6 +1,7 @@
-"""Win rates P(y beats π_t) for self-play: estimated from the judged K x K matrix of π_t's samples (`sampled`), or
-exact from a judge that enumerates each prompt's responses (`exact`, prefkit.judges.exact), with π_t's own
-distribution over those responses computed from its log-probs.
+"""Win rates P(y beats π_t) for self-play: estimated from the judged K x K matrix of π_t's samples (`sampled`),
+the same matrix with π_t's own probabilities of the distinct sampled responses in place of their counts
+(`weighted`), or exact from a judge that enumerates each prompt's responses (`exact`, prefkit.judges.exact),
+with π_t's own distribution over those responses computed from its log-probs.
 
 `winrates: auto` is exact when the judge can give it. With exact win rates, `pairs: canonical` (what `auto`
 picks then) trains every pair of enumerated responses plus every sampled response outside them paired with
@@ -41,6 +42,9 @@ def resolve(config, judge) -> tuple[str, str, Enumerating | None]:
                            f"bundled task's oracle does); judge {config.judge!r} is a black box: use winrates: "
                            "sampled")
     pairs = config.pairs if config.pairs != "auto" else ("canonical" if mode == "exact" else "all")
+    if mode == "weighted" and config.mixture_coef:
+        raise PrefkitError("config: winrates: weighted averages over π_t's own samples; Nash-MD's opponents come "
+                           "from the geometric mixture (use winrates: sampled)")
     if pairs == "canonical" and mode != "exact":
         raise PrefkitError("config: pairs: canonical pairs the judge's enumerated responses, so it needs "
                            "winrates: exact (or auto with an enumerating judge)")
@@ -48,26 +52,52 @@ def resolve(config, judge) -> tuple[str, str, Enumerating | None]:
 
 
 @torch.no_grad()
-def distributions(model, tokenizer, source: Enumerating, prompts: list, chunk: int = 64) -> list[Enumerated]:
-    """π's exact distribution over each prompt's enumerated responses (one scoring pass per chunk of prompts)."""
+def group_logps(model, groups: list[tuple[list[int], list[list[int]]]], chunk: int = 64) -> list[torch.Tensor]:
+    """log π of each group's completions (prefkit.modeling.score, `chunk` groups per pass), one tensor a group."""
     from prefkit.modeling import score
 
     results = []
-    for start in range(0, len(prompts), chunk):
-        part = prompts[start:start + chunk]
-        texts = [source.responses(p) for p in part]
-        groups = [(encode_prompt(tokenizer, p), [encode_completion(tokenizer, r) for r in rs])
-                  for p, rs in zip(part, texts)]
-        logps = score(model, groups).double().cpu()
-        offset = 0
-        for (_, ids), rs in zip(groups, texts):
-            chunk_logps = logps[offset:offset + len(rs)]
-            offset += len(rs)
-            total = torch.logsumexp(chunk_logps, 0)
-            outside = float(min(1.0, max(0.0, -torch.expm1(total).item())))
-            results.append(Enumerated([Sample(r, i) for r, i in zip(rs, ids)],
-                                      (chunk_logps - total).exp().numpy(), outside))
+    for start in range(0, len(groups), chunk):
+        part = groups[start:start + chunk]
+        flat = score(model, part).double().cpu()
+        sizes = [len(completions) for _, completions in part]
+        results += list(torch.split(flat, sizes))
     return results
+
+
+def distributions(model, tokenizer, source: Enumerating, prompts: list) -> list[Enumerated]:
+    """π's exact distribution over each prompt's enumerated responses."""
+    texts = [source.responses(p) for p in prompts]
+    groups = [(encode_prompt(tokenizer, p), [encode_completion(tokenizer, r) for r in rs])
+              for p, rs in zip(prompts, texts)]
+    results = []
+    for (_, ids), rs, logps in zip(groups, texts, group_logps(model, groups)):
+        total = torch.logsumexp(logps, 0)
+        outside = float(min(1.0, max(0.0, -torch.expm1(total).item())))
+        results.append(Enumerated([Sample(r, i) for r, i in zip(rs, ids)], (logps - total).exp().numpy(), outside))
+    return results
+
+
+def weighted_rates(matrices: np.ndarray, samples: list[list[Sample]], logps: list, eos: int) -> np.ndarray:
+    """Win rates from the judged K x K matrices with π_t's own probabilities in place of sample counts:
+    P(y beats π_t) ≈ Σ_d π_t(d)·P(y, d) + r·P̂(y beats π_t), d the distinct complete responses sampled (ending in
+    EOS), `logps` their log π_t per sample, r = 1 − Σ_d π_t(d) the mass never sampled, P̂ the plain estimate.
+    Where a prompt's responses repeat (a small answer space) the multinomial noise of the counts is gone; where
+    every response is new (long answers) r ≈ 1 and this is the plain estimate. The judge stays a black box."""
+    from prefkit.judges import win_rates
+
+    plain = win_rates(matrices)
+    rates = plain.copy()
+    for p, (group, group_logps) in enumerate(zip(samples, logps)):
+        first = {}
+        for i, sample in enumerate(group):
+            if sample.ids and sample.ids[-1] == eos:
+                first.setdefault(tuple(sample.ids), i)  # one index per distinct complete response
+        if first:
+            index = np.array(list(first.values()))
+            weight = np.exp(np.asarray(group_logps, dtype=float)[index])
+            rates[p] = matrices[p][:, index] @ weight + (1.0 - min(1.0, weight.sum())) * plain[p]
+    return rates
 
 
 def exact_rates(source: Enumerating, prompt, candidates: list[Sample], policy: Enumerated) -> np.ndarray:
