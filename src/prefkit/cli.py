@@ -1,6 +1,7 @@
 """The `prefkit` command. Each subcommand lives in its own module with `add_parser(subparsers)`; this file
-only wires them together, imports them lazily (so `prefkit game` never imports torch), and turns a
-PrefkitError into one clear line instead of a traceback (unless --debug)."""
+only wires them together, imports only the module of the command being run (so `prefkit --help` and
+`prefkit game` never import torch), and turns a PrefkitError into one clear line instead of a traceback
+(unless --debug)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,51 @@ import importlib
 import shlex
 import sys
 
+from prefkit import __version__
 from prefkit.errors import PrefkitError, RunStopped
 
-# Subcommand modules, in the order `prefkit --help` lists them.
-COMMAND_MODULES = (
-    "prefkit.losses.cli",
-    "prefkit.train.cli",
-    "prefkit.train.selfplay_cli",
-    "prefkit.data.cli",
-    "prefkit.eval.cli",
-    "prefkit.demo",
-    "prefkit.tasks.cli",
-    "prefkit.games.cli",
-)
+# name -> (the module whose add_parser builds the command, the line `prefkit --help` shows for it), in the order
+# `prefkit --help` lists them. The lines are written here as well as in each module so that listing the commands
+# imports none of the modules: several import torch or scipy through their packages, which takes seconds.
+# tests/test_cli_startup.py checks that each line is the one its module registers.
+COMMANDS = {
+    "losses": ("prefkit.losses.cli", "list the loss catalogue, or describe one loss"),
+    "train": ("prefkit.train.cli", "offline preference training of a causal LM with any loss of the catalogue"),
+    "selfplay": ("prefkit.train.selfplay_cli",
+                 "self-play Nash training (MPO, INPO, COMAL, SPPO, Nash-MD, online IPO) against a judge"),
+    "data": ("prefkit.data.cli", "check and inspect preference data"),
+    "eval": ("prefkit.eval.cli",
+             "evaluate a model: ranking accuracy, win rate, entropy, exact gaps, gradient entanglement"),
+    "demo": ("prefkit.demo", "every method on the bundled task, exactly evaluated (CPU, minutes)"),
+    "task": ("prefkit.tasks.cli", "the bundled synthetic preference task"),
+    "game": ("prefkit.games.cli", "exact preference-game lab: what each self-play method converges to"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_in(argv: list[str]) -> str | None:
+    """The subcommand that argv names, or None. The top-level options are flags that take no value, so the
+    command is the first word that is not an option, as argparse itself reads it."""
+    word = next((w for w in argv if not w.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser with every command listed, and `command` (if any) built in full by its own module: the other
+    commands are placeholders carrying only their help line, so that only the module being run is imported."""
     parser = argparse.ArgumentParser(prog="prefkit", description="Preference optimization for language models.")
+    parser.add_argument("--version", action="version", version=f"prefkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        importlib.import_module(module).add_parser(subparsers)
+    for name, (module, summary) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module).add_parser(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(command_in(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
