@@ -101,3 +101,14 @@ def test_weighted_win_rates_use_the_policy_probabilities_of_the_distinct_samples
     from prefkit.judges import win_rates
 
     assert winrates.weighted_rates(matrices, [truncated], logps, eos)[0] == pytest.approx(win_rates(matrices)[0])
+
+
+def test_eta_final_shrinks_the_step_geometrically_over_the_iterations():
+    config = SelfPlayConfig(model="m", output_dir="o", loss="mpo", loss_params={"eta": 6.0, "alpha": 0.1},
+                            iterations=5, eta_final=1.5)
+    etas = [config.loss_params_at(t)["eta"] for t in range(1, 6)]
+    assert etas == pytest.approx([6.0, 6.0 / 2 ** 0.5, 3.0, 3.0 / 2 ** 0.5, 1.5])
+    assert config.loss_params_at(3)["alpha"] == 0.1
+    assert SelfPlayConfig(model="m", output_dir="o", loss="mpo").loss_params_at(7) == {}
+    assert any("has no step size eta" in p for p in SelfPlayConfig(model="m", output_dir="o", loss="online_ipo",
+                                                                  eta_final=0.5).problems())

@@ -149,7 +149,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     tables = _score(folder, model, magnet.model, examples, tokenizer, config, run.per_response)
     check("samples, judgements and log-prob tables")
     losses_seen = fit_iteration(model, examples, tables, inputs, tokenizer, config, run.per_response, seed=t,
-                                stop=stop)
+                                stop=stop, loss_params=config.loss_params_at(t))
     check("samples, judgements and log-prob tables")
     if not all_finite(model):
         raise RunStopped(f"iteration {t}: the weights are not finite; the policy of iteration {t - 1} is kept")
@@ -160,7 +160,9 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     metrics = iteration_metrics(run.judge, model, anchors, tokenizer, run.eval_prompts, answers, run.baseline,
                                 previous, run.task, config, t, run.source)
     if before is not None:
-        metrics.update(_tracking(run, prompts, before))
+        metrics.update(_tracking(run, prompts, before, config.loss_params_at(t)))
+    if config.eta_final is not None:
+        metrics["eta"] = float(config.loss_params_at(t)["eta"])
     metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
                    train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
     _save_model(model, tokenizer, folder / "policy")
@@ -194,10 +196,10 @@ def _warn_early_refresh(config: SelfPlayConfig) -> None:
               file=sys.stderr)
 
 
-def _tracking(run: Run, prompts: list, before: list) -> dict[str, float]:
+def _tracking(run: Run, prompts: list, before: list, loss_params: dict) -> dict[str, float]:
     """Mean total-variation distance between π_{t+1} and the exact step it was fitting, and the share of the
     intended log-prob move achieved, over the iteration's prompts (prefkit.train.winrates.tracking)."""
-    weights = losses.get(run.config.loss).step_weights(run.config.loss_params)
+    weights = losses.get(run.config.loss).step_weights(loss_params)
     if weights is None:  # the loss fits no exact tabular step (online IPO, Nash-MD)
         return {}
     first = {p: i for i, p in reversed(list(enumerate(prompts)))}  # each prompt once

@@ -25,6 +25,7 @@ class SelfPlayConfig:
     # the game: magnet / reference refresh (MPO, COMAL); None = a fixed reference (INPO, SPPO, Nash-MD)
     refresh_every: int | None = None
     refresh_gap: float | None = None  # adaptive: refresh when the estimated regularised gap falls below this
+    eta_final: float | None = None  # η decays geometrically from loss_params.eta to this over the iterations
     mixture_coef: float = 0.0  # Nash-MD: opponents sampled from π^(1−β)·π_ref^β with β = mixture_coef (0: none)
     # one iteration: sample K per prompt from π_t, judge, pair, fit E epochs
     iterations: int = 6
@@ -57,6 +58,18 @@ class SelfPlayConfig:
     max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops
     progress: bool = True
 
+    def loss_params_at(self, t: int) -> dict[str, Any]:
+        """The loss's hyper-parameters for iteration t (1-based): with `eta_final`, η = η_0·(η_final/η_0)^s,
+        s = (t − 1)/(iterations − 1), a shrinking step as in stochastic mirror descent, since the noise that
+        sampled win rates put into each step scales with η (docs/selfplay.md)."""
+        if self.eta_final is None:
+            return dict(self.loss_params)
+        from prefkit import losses
+
+        eta = losses.get(self.loss).check_hyperparameters(self.loss_params)["eta"]
+        share = (t - 1) / max(1, self.iterations - 1)
+        return {**self.loss_params, "eta": eta * (self.eta_final / eta) ** share}
+
     def validate(self) -> "SelfPlayConfig":
         raise_problems(self.problems())
         return self
@@ -74,13 +87,15 @@ class SelfPlayConfig:
         if not bad & {"loss", "loss_params"}:
             more, specs = loss_problems([self.loss], self.loss_params)
             problems += more
+            if specs and self.eta_final is not None and "eta" not in specs[0].defaults:
+                problems.append(f"eta_final: loss '{self.loss}' has no step size eta")
             if specs and specs[0].family not in ("self-play", "one-sided", "two-sided"):
                 problems.append(f"loss '{self.loss}' ({specs[0].family}) cannot be trained from self-play pairs")
         return problems
 
 
 SELFPLAY_LIMITS = {
-    "refresh_every": at_least(1), "refresh_gap": above(0), "mixture_coef": within(0, 1), "iterations": at_least(1),
+    "refresh_every": at_least(1), "refresh_gap": above(0), "eta_final": above(0), "mixture_coef": within(0, 1), "iterations": at_least(1),
     "prompts_per_iteration": at_least(1), "samples_per_prompt": at_least(2), "epochs": at_least(1),
     "batch_size": at_least(1), "learning_rate": above(0), "max_grad_norm": above(0),
     "temperature": Limit("> 0 (self-play samples K different answers: there is no greedy decoding)",

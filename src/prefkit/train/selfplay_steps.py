@@ -65,7 +65,7 @@ def _pairs(mode: str, rates: np.ndarray, enumerated: int | None) -> list[tuple[i
 
 
 def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response: bool, seed: int,
-                  stop=None) -> list[float]:
+                  stop=None, loss_params: dict | None = None) -> list[float]:
     """E epochs of the method's loss over this iteration's examples, from a fresh AdamW (as the iterative
     pipelines of SPPO and INPO restart each iteration) whose learning rate decays linearly to 0 within the
     iteration (`schedule: linear`; `constant` keeps it): the fit then settles on the step it is fitting instead
@@ -106,7 +106,7 @@ def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_respon
                                prev_rejected_logps=prev[:, 1], ref_chosen_logps=ref[:, 0],
                                ref_rejected_logps=ref[:, 1], chosen_lengths=lengths.chunk(2)[0],
                                rejected_lengths=lengths.chunk(2)[1], **extra)
-        loss = losses.compute(config.loss, **loss_inputs, **config.loss_params).mean()
+        loss = losses.compute(config.loss, **loss_inputs, **(loss_params or config.loss_params)).mean()
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
         if guard.allows(step + 1, loss.item(), grad_norm):
