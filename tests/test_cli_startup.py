@@ -102,5 +102,10 @@ def test_cpu_constraints_pin_a_torch_that_pyproject_admits():
     (pin,) = torch.specifier
     assert pin.operator == "==", pin
     assert torch_requirement().specifier.contains(pin.version), (pin, torch_requirement())
-    # The set-up commands and CI must pass it: otherwise pip takes a newer torch and its CUDA packages.
-    assert "-c constraints-cpu.txt" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_set_up_commands_and_ci_pass_the_constraints():
+    # Without them pip takes a newer torch here, and its CUDA packages.
+    commands = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("python3 -m venv")]
+    assert len(commands) == 2 and all("pip install -c constraints-cpu.txt -e " in c for c in commands), commands
+    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines(), "`.ci/run` runs command 2 verbatim"
