@@ -185,9 +185,9 @@ def _exact(model, tokenizer, task, evaluation, cyclic, reference, settings, seed
 
 
 def summary_table(results: dict) -> str:
-    rows = [f"{'method':<18}{'win vs ref':>11}{'gap (cyclic)':>14}{'outside':>9}{'entropy':>9}"]
+    rows = [f"{'method':<24}{'win vs ref':>11}{'gap (cyclic)':>14}{'outside':>9}{'entropy':>9}"]
     for name, m in results["methods"].items():
-        rows.append(f"{name:<18}{m['win_rate_vs_reference']:>11.3f}{m['duality_gap']:>14.4f}"
+        rows.append(f"{name:<24}{m['win_rate_vs_reference']:>11.3f}{m['duality_gap']:>14.4f}"
                     f"{m['mass_outside']:>9.3f}{m['entropy']:>9.3f}")
     return "\n".join(rows)
 

@@ -73,6 +73,7 @@ def _bars(path: Path, methods: dict, key: str, title: str, line: float | None) -
 
 def _trained_vs_exact(path: Path, results: dict, names: list, start: float) -> Path:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 3.8))
     for colour, name in enumerate(names):
@@ -82,6 +83,7 @@ def _trained_vs_exact(path: Path, results: dict, names: list, start: float) -> P
         ax.plot(steps, [p["tabular_gap"] for p in points], color=f"C{colour}", ls="--", lw=1,
                 label=f"{name} (exact tabular)")
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
     ax.set_ylabel("exact duality gap")
     ax.set_title("self-play on the cyclic prompts: last iterate")
