@@ -31,7 +31,7 @@ def run(config: str, model: str, out: Path, seed: int, winrates: str, method: st
     folder = out / f"{winrates}-{method.replace(' ', '-')}-seed{seed}"
     args = [sys.executable, "-m", "prefkit", "selfplay", "--config", config, "--model", model, "--output-dir",
             str(folder), "--overwrite", f"seed={seed}", f"winrates={winrates}", "progress=false",
-            *METHODS[method], *extra]
+            *extra, *METHODS[method]]  # the method's own overrides last: a fixed magnet stays fixed
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(args, capture_output=True, text=True, env=env)
     if done.returncode:

@@ -104,8 +104,6 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     """Sample, judge, score, fit, refresh, measure, save; each stage's output is on disk before the next starts,
     so a stop request between stages (or during the fit, which is a pure function of those outputs) loses
     nothing."""
-    from prefkit.judges import preference_matrix, win_rates
-
     config, model, magnet, tokenizer = run.config, run.model, run.magnet, run.tokenizer
     folder = run.out / f"iter-{t:04d}"
 
@@ -117,32 +115,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t)
     check("samples")
     before = winrates.distributions(model, tokenizer, run.source, prompts) if run.source else None
-    if run.winrates == "exact":  # from π_t's own distribution: nothing to judge
-        candidates, enumerated = samples, None
-        if run.pairs == "canonical":
-            candidates, enumerated = map(list, zip(*[winrates.canonical_candidates(d, g)
-                                                     for d, g in zip(before, samples)]))
-        rates = [winrates.exact_rates(run.source, p, c, d) for p, c, d in zip(prompts, candidates, before)]
-        labels = None
-    else:
-        texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
-        matrices = preference_matrix(run.judge, prompts, texts, checkpoint=folder / "judged.npz",
-                                     chunk_size=config.judge_chunk_size)
-        check("samples and judgements")
-        k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
-        if config.mixture_coef:
-            rates = matrices[:, :k, k:].mean(-1)
-        elif run.winrates == "weighted":
-            eos = tokenizer.eos_token_id
-            logps = winrates.group_logps(model, [(encode_prompt(tokenizer, prompt), [s.ids or [eos] for s in group])
-                                                 for prompt, group in zip(prompts, samples)])
-            rates = winrates.weighted_rates(matrices, samples, logps, eos)
-        else:
-            rates = win_rates(matrices)
-        rates = list(rates)
-        # sampled: the judge's soft labels for `pairs: all`; weighted: the pairs carry the weighted win rates
-        labels = matrices[:, :k, :k] if run.winrates == "sampled" else None
-        candidates, enumerated = samples, None
+    candidates, rates, labels, enumerated = _targets(run, folder, prompts, samples, opponents, before, check)
     examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
                                       matrices=labels, enumerated=enumerated,
                                       baseline=0.5 if run.winrates == "exact" else None)
@@ -194,6 +167,40 @@ def _warn_early_refresh(config: SelfPlayConfig) -> None:
               f"{progress:.2f} e-folds of each regularised game before the magnet moves (want >= ~2); the last "
               "iterate may cycle. `prefkit game plan --task-model MODEL` suggests settings that converge",
               file=sys.stderr)
+
+
+def _targets(run: Run, folder: Path, prompts: list, samples: list, opponents: list, before, check):
+    """What each prompt trains on: (candidates, their win rates against π_t, the judge's soft labels for
+    `pairs: all` with sampled win rates or None, how many candidates are enumerated responses or None).
+    Exact win rates come from π_t's own distribution `before` (nothing is judged); the others from the judged
+    K x K matrices, saved as they are judged (prefkit.train.winrates)."""
+    from prefkit.judges import preference_matrix, win_rates
+
+    config, tokenizer = run.config, run.tokenizer
+    if run.winrates == "exact":
+        candidates, enumerated = samples, None
+        if run.pairs == "canonical":
+            candidates, enumerated = map(list, zip(*[winrates.canonical_candidates(d, g)
+                                                     for d, g in zip(before, samples)]))
+        rates = [winrates.exact_rates(run.source, p, c, d) for p, c, d in zip(prompts, candidates, before)]
+        return candidates, rates, None, enumerated
+    texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
+    matrices = preference_matrix(run.judge, prompts, texts, checkpoint=folder / "judged.npz",
+                                 chunk_size=config.judge_chunk_size)
+    check("samples and judgements")
+    k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
+    if config.mixture_coef:
+        rates = matrices[:, :k, k:].mean(-1)
+    elif run.winrates == "weighted":
+        eos = tokenizer.eos_token_id
+        logps = winrates.group_logps(run.model, [(encode_prompt(tokenizer, prompt), [s.ids or [eos] for s in group])
+                                                 for prompt, group in zip(prompts, samples)])
+        rates = winrates.weighted_rates(matrices, samples, logps, eos)
+    else:
+        rates = win_rates(matrices)
+    # sampled: the judge's soft labels for `pairs: all`; weighted: the pairs carry the weighted win rates
+    labels = matrices[:, :k, :k] if run.winrates == "sampled" else None
+    return samples, list(rates), labels, None
 
 
 def _tracking(run: Run, prompts: list, before: list, loss_params: dict) -> dict[str, float]:
