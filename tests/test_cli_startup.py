@@ -61,13 +61,8 @@ def test_top_level_imports_no_heavy_library(argv):
     assert imported_by(argv, (*HEAVY, "numpy", "scipy")) == []
 
 
-# losses and task import torch through their packages (prefkit/losses/__init__.py, prefkit/tasks/__init__.py);
-# strict, so that the marks go once those imports are made lazy.
-_TORCH_AT_IMPORT = pytest.mark.xfail(strict=True, reason="the command's package imports torch at import time")
 
-
-@pytest.mark.parametrize("command", [
-    pytest.param(name, marks=_TORCH_AT_IMPORT) if name in ("losses", "task") else name for name in COMMANDS])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_command_help_imports_neither_torch_nor_transformers(command):
     assert imported_by([command, "--help"], HEAVY) == []
 

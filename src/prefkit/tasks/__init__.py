@@ -11,16 +11,26 @@ its exact duality gap, follow from sequence log-probs. See docs/task.md.
     >>> exact_gap(model, tokenizer, task, "pick: rock paper scissors")   # 0.44 after pre-training
 """
 
-from prefkit.tasks.families import CYCLIC_GAMES, MALFORMED_LOSS, REFERENCE_MALFORMED, CyclicGame, PromptSpec
-from prefkit.tasks.offline import label_pairs, preference_rows, unpaired_rows, write_jsonl
-from prefkit.tasks.policy import (canonical_distribution, canonical_distributions, completion_logps, completion_nll,
-                                  cyclic_games, encode_completion, encode_prompt, exact_gap, exact_gaps, pretrain,
-                                  reference_model, sample_responses)
-from prefkit.tasks.synthetic import KINDS, OracleJudge, SyntheticTask, as_row
+import importlib
 
-__all__ = [
-    "CYCLIC_GAMES", "KINDS", "MALFORMED_LOSS", "REFERENCE_MALFORMED", "CyclicGame", "OracleJudge", "PromptSpec",
-    "SyntheticTask", "as_row", "canonical_distribution", "canonical_distributions", "completion_logps",
-    "completion_nll", "cyclic_games", "encode_completion", "encode_prompt", "exact_gap", "exact_gaps", "label_pairs",
-    "pretrain", "preference_rows", "reference_model", "sample_responses", "unpaired_rows", "write_jsonl",
-]
+# Public names and the module that defines each, imported on first use, so that building the CLI (which imports
+# prefkit.tasks.cli, and with it this package) does not import torch.
+_EXPORTS = {**dict.fromkeys(("CYCLIC_GAMES", "MALFORMED_LOSS", "REFERENCE_MALFORMED", "CyclicGame", "PromptSpec"),
+                            "families"),
+            **dict.fromkeys(("label_pairs", "preference_rows", "unpaired_rows", "write_jsonl"), "offline"),
+            **dict.fromkeys(("canonical_distribution", "canonical_distributions", "completion_logps",
+                             "completion_nll", "cyclic_games", "encode_completion", "encode_prompt", "exact_gap",
+                             "exact_gaps", "pretrain", "reference_model", "sample_responses"), "policy"),
+            **dict.fromkeys(("KINDS", "OracleJudge", "SyntheticTask", "as_row"), "synthetic")}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:  # a submodule not imported yet (prefkit.tasks.NAME) is importable as usual
+        try:
+            return importlib.import_module(f"prefkit.tasks.{name}")
+        except ModuleNotFoundError:
+            raise AttributeError(f"module 'prefkit.tasks' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"prefkit.tasks.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
