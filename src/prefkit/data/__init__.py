@@ -7,18 +7,11 @@ Formats, boundary rules and bad-row handling are described in docs/data.md; `pre
 row's tokens as the trainer will see them.
 """
 
-import importlib
+from prefkit import lazy
 
 # Public names and the module that defines each. They are imported on first use, so that building the CLI
 # (which imports prefkit.data.cli, and with it this package) does not import torch for every command.
 _EXPORTS = {"prepare": "pipeline", "PreparedData": "pipeline", "collate_pairs": "collate", "collate_unpaired": "collate",
             "PairExample": "collate", "UnpairedExample": "collate", "DataFormat": "formats", "BadRow": "formats"}
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'prefkit.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"prefkit.data.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.exports(__name__, _EXPORTS)

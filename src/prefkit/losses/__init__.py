@@ -14,7 +14,7 @@ two_sided (StaPO), unpaired (KTO, BCO, NPO), selfplay (SPPO, INPO, MPO, online I
 token_level (SparsePO).
 """
 
-import importlib
+from prefkit import lazy
 
 # Public names and the module that defines each, imported on first use: building the CLI imports
 # prefkit.losses.cli, and with it this package, and `prefkit --help` must not pay for torch. The first use also
@@ -24,16 +24,4 @@ _EXPORTS = {**dict.fromkeys(("LossOutput", "LossResult", "LossSpec", "compute", 
             "beta_dpo_select": "one_sided", "bco_reward_shift": "unpaired", "kto_kl_estimate": "unpaired"}
 FAMILY_MODULES = ("one_sided", "reference_free", "two_sided", "unpaired", "selfplay", "token_level")
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:  # a submodule not imported yet (prefkit.losses.NAME) is importable as usual
-        try:
-            return importlib.import_module(f"prefkit.losses.{name}")
-        except ModuleNotFoundError:
-            raise AttributeError(f"module 'prefkit.losses' has no attribute {name!r}") from None
-    for module in FAMILY_MODULES:  # registers every loss (once: later imports are cached)
-        importlib.import_module(f"prefkit.losses.{module}")
-    value = getattr(importlib.import_module(f"prefkit.losses.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.exports(__name__, _EXPORTS, first=FAMILY_MODULES)  # the family modules fill the registry

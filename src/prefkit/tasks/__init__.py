@@ -11,7 +11,7 @@ its exact duality gap, follow from sequence log-probs. See docs/task.md.
     >>> exact_gap(model, tokenizer, task, "pick: rock paper scissors")   # 0.44 after pre-training
 """
 
-import importlib
+from prefkit import lazy
 
 # Public names and the module that defines each, imported on first use, so that building the CLI (which imports
 # prefkit.tasks.cli, and with it this package) does not import torch.
@@ -23,14 +23,4 @@ _EXPORTS = {**dict.fromkeys(("CYCLIC_GAMES", "MALFORMED_LOSS", "REFERENCE_MALFOR
                              "exact_gaps", "pretrain", "reference_model", "sample_responses"), "policy"),
             **dict.fromkeys(("KINDS", "OracleJudge", "SyntheticTask", "as_row"), "synthetic")}
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:  # a submodule not imported yet (prefkit.tasks.NAME) is importable as usual
-        try:
-            return importlib.import_module(f"prefkit.tasks.{name}")
-        except ModuleNotFoundError:
-            raise AttributeError(f"module 'prefkit.tasks' has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"prefkit.tasks.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy.exports(__name__, _EXPORTS)
