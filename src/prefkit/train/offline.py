@@ -11,7 +11,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -76,13 +76,7 @@ def fit(config: TrainConfig) -> Path:
     needs_kl = any("kl" in s.inputs for s in specs)
 
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    data_options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows)
-    train = prepare(config.data, tokenizer, split=config.split, run_dir=output_dir if main else None, **data_options)
-    if (train.kind == "preference") != paired:
-        raise PrefkitError(f"loss {names} needs {'preference pairs' if paired else 'unpaired rows'}, but "
-                           f"{config.data} holds {train.kind} data")
-    evaluation = prepare(config.eval_data, tokenizer, split=config.eval_split, **data_options) if config.eval_data \
-        else None
+    train, evaluation = _data(config, tokenizer, output_dir if main else None, names, paired)
     order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
                        accelerator.process_index, config.seed)
     steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
@@ -113,41 +107,23 @@ def fit(config: TrainConfig) -> Path:
     if previous:
         state = saved.load(previous[-1])
         accelerator.print(f"resumed from {previous[-1]} at step {state.step}")
-    tracker = Tracker(output_dir, config.report_to, asdict(config), enabled=main)
-    if main and isinstance(reference, references.Precomputed):
-        tracker.log(state.step, {"reference/cache_hit": float(reference.cache_hit)})
-        print(f"reference log-probs: {'cache hit' if reference.cache_hit else 'computed and cached'} "
-              f"({reference.path})")
+    tracker = _tracker(config, output_dir, main, reference, state.step)
 
     statistics = BatchStatistics()
     vars(statistics).update(state.statistics)  # BCO's and β-DPO's running means continue where they were
     guard = NonFiniteGuard(config.max_nonfinite_steps, state.skipped_steps)
-    params = [p for p in policy.parameters() if p.requires_grad]
+    step_of = Micro(accelerator, config, policy, reference, train, tokenizer, names, statistics, paired, needs_kl,
+                    order)
     progress = _progress(total_steps, state.step, enabled=main and config.progress)
-    window: dict[str, float] = {}
-    window_updates, window_tokens, window_start = 0, 0, time.perf_counter()
+    window = Window()
     with StopRequests() as stop:
         while state.step < total_steps:
-            step_metrics: dict[str, float] = {}
-            for micro in range(config.grad_accum):
-                indices = order.indices(state.step * config.grad_accum + micro)
-                batch = collate(train.examples, indices, tokenizer.pad_token_id, paired, accelerator.device)
-                sync = micro == config.grad_accum - 1
-                with (contextlib.nullcontext() if sync else accelerator.no_sync(policy)), accelerator.autocast():
-                    loss, metrics = _batch_loss(policy, reference, batch, train.examples, indices, tokenizer,
-                                                config, names, statistics, paired, needs_kl)
-                    accelerator.backward(loss / config.grad_accum)
-                for key, value in metrics.items():
-                    step_metrics[key] = step_metrics.get(key, 0.0) + value / config.grad_accum
-                window_tokens += int(batch["attention_mask"].sum())
-            grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm or math.inf))
-            bad, stopping = _agree(accelerator, not math.isfinite(step_metrics["loss"] + grad_norm), stop.requested)
-            if guard.allows(state.step + 1, math.nan if bad else step_metrics["loss"], grad_norm, saved.last()):
+            metrics = step_of.gradients(state.step, window)
+            grad_norm = float(accelerator.clip_grad_norm_(step_of.params, config.max_grad_norm or math.inf))
+            bad, stopping = _agree(accelerator, not math.isfinite(metrics["loss"] + grad_norm), stop.requested)
+            if guard.allows(state.step + 1, math.nan if bad else metrics["loss"], grad_norm, saved.last()):
                 optimizer.step()
-                step_metrics.update(grad_norm=grad_norm, learning_rate=scheduler.get_last_lr()[0])
-                for key, value in step_metrics.items():
-                    window[key] = window.get(key, 0.0) + value
-                window_updates += 1
+                window.add({**metrics, "grad_norm": grad_norm, "learning_rate": scheduler.get_last_lr()[0]})
             scheduler.step()  # a skipped step still uses up its place in the schedule, as AMP's skipped steps do
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -156,20 +132,17 @@ def fit(config: TrainConfig) -> Path:
                 reference.sync(accelerator.unwrap_model(policy).model, config.ref_mixup_alpha)
             progress.update(1)
 
-            if state.step % config.logging_steps == 0 or state.step == total_steps:
-                elapsed = time.perf_counter() - window_start
-                logged = _reduce(accelerator, {k: v / window_updates for k, v in window.items()})
-                tokens = accelerator.reduce(torch.tensor(float(window_tokens), device=accelerator.device)).item()
-                logged["tokens_per_second"] = tokens / elapsed
-                logged.update(epoch=state.step * config.grad_accum / order.per_epoch, skipped_steps=guard.skipped)
+            last = state.step == total_steps
+            if state.step % config.logging_steps == 0 or last:
+                logged = window.flush(accelerator, epoch=state.step * config.grad_accum / order.per_epoch,
+                                      skipped_steps=guard.skipped)
                 tracker.log(state.step, logged)
                 if "loss" in logged:
                     progress.set_postfix(loss=f"{logged['loss']:.4f}")
-                window, window_updates, window_tokens, window_start = {}, 0, 0, time.perf_counter()
-            if evaluation and config.eval_steps and (state.step % config.eval_steps == 0 or state.step == total_steps):
+            if evaluation and config.eval_steps and (state.step % config.eval_steps == 0 or last):
                 tracker.log(state.step, _evaluate(policy, eval_reference, evaluation, tokenizer, config, names,
                                                   statistics, paired, needs_kl, accelerator))
-            if config.save_steps and state.step % config.save_steps == 0 or stopping and state.step < total_steps:
+            if config.save_steps and state.step % config.save_steps == 0 or stopping and not last:
                 where = saved.save(state)
                 if stopping:
                     progress.close()
@@ -177,15 +150,104 @@ def fit(config: TrainConfig) -> Path:
                     raise stop.stopped(f"checkpoint {where} at step {state.step} of {total_steps}")
     progress.close()
     tracker.close()
-    final = output_dir / "final"
-    trained = accelerator.unwrap_model(policy).model
+    return _save_final(accelerator, accelerator.unwrap_model(policy).model, tokenizer, config, train, output_dir,
+                       state.step, saved.last())
+
+
+def _data(config: TrainConfig, tokenizer, run_dir: Path | None, names: list, paired: bool):
+    """(training data, evaluation data or None), tokenized; the training data must be of the kind the loss
+    reads. Bad rows skipped from the training data are recorded in `run_dir`."""
+    options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows)
+    train = prepare(config.data, tokenizer, split=config.split, run_dir=run_dir, **options)
+    if (train.kind == "preference") != paired:
+        raise PrefkitError(f"loss {names} needs {'preference pairs' if paired else 'unpaired rows'}, but "
+                           f"{config.data} holds {train.kind} data")
+    evaluation = prepare(config.eval_data, tokenizer, split=config.eval_split, **options) if config.eval_data \
+        else None
+    return train, evaluation
+
+
+def _tracker(config: TrainConfig, output_dir: Path, main: bool, reference, step: int) -> Tracker:
+    tracker = Tracker(output_dir, config.report_to, asdict(config), enabled=main)
+    if main and isinstance(reference, references.Precomputed):
+        tracker.log(step, {"reference/cache_hit": float(reference.cache_hit)})
+        print(f"reference log-probs: {'cache hit' if reference.cache_hit else 'computed and cached'} "
+              f"({reference.path})")
+    return tracker
+
+
+def _save_final(accelerator, trained, tokenizer, config, train, output_dir: Path, step: int, last: str) -> Path:
+    """The final model in Hugging Face format with its card; never from non-finite weights."""
     if not checkpoint.all_finite(trained):
-        raise RunStopped(f"the weights are not finite after step {state.step}; final model not written "
-                         f"(last checkpoint: {saved.last()})")
-    if main:
+        raise RunStopped(f"the weights are not finite after step {step}; final model not written "
+                         f"(last checkpoint: {last})")
+    final = output_dir / "final"
+    if accelerator.is_main_process:
         save_final(trained, tokenizer, final, config, train, metrics=_last_metrics(output_dir))
     accelerator.wait_for_everyone()
     return final
+
+
+@dataclass
+class Micro:
+    """What one optimizer step's micro-batches need: the policy and its reference, the data and its order, the
+    loss names and the running batch statistics they update."""
+
+    accelerator: object
+    config: TrainConfig
+    policy: nn.Module
+    reference: object
+    train: object
+    tokenizer: object
+    names: list
+    statistics: BatchStatistics
+    paired: bool
+    needs_kl: bool
+    order: BatchOrder
+
+    @property
+    def params(self) -> list:
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    def gradients(self, step: int, window: "Window") -> dict[str, float]:
+        """Backward over the `grad_accum` micro-batches of optimizer step `step` (gradients synchronised across
+        processes on the last one only); returns their mean metrics and counts their tokens into `window`."""
+        config, accelerator = self.config, self.accelerator
+        metrics: dict[str, float] = {}
+        for micro in range(config.grad_accum):
+            indices = self.order.indices(step * config.grad_accum + micro)
+            batch = collate(self.train.examples, indices, self.tokenizer.pad_token_id, self.paired, accelerator.device)
+            sync = micro == config.grad_accum - 1
+            with (contextlib.nullcontext() if sync else accelerator.no_sync(self.policy)), accelerator.autocast():
+                loss, values = _batch_loss(self.policy, self.reference, batch, self.train.examples, indices,
+                                           self.tokenizer, config, self.names, self.statistics, self.paired,
+                                           self.needs_kl)
+                accelerator.backward(loss / config.grad_accum)
+            for key, value in values.items():
+                metrics[key] = metrics.get(key, 0.0) + value / config.grad_accum
+            window.tokens += int(batch["attention_mask"].sum())
+        return metrics
+
+
+class Window:
+    """Metrics of the updates since the last log line, averaged when it is written; tokens/s over its time."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.updates, self.tokens, self.start = 0, 0, time.perf_counter()
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.updates += 1
+
+    def flush(self, accelerator, **extra) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.start
+        logged = _reduce(accelerator, {k: v / self.updates for k, v in self.sums.items()})
+        tokens = accelerator.reduce(torch.tensor(float(self.tokens), device=accelerator.device)).item()
+        logged.update(tokens_per_second=tokens / elapsed, **extra)
+        self.__init__()
+        return logged
 
 
 class Saved:
