@@ -76,7 +76,10 @@ def selfplay(config: SelfPlayConfig) -> Path:
     eval_prompts = eval_prompts[:config.eval_limit]
     baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config)  # π_0's answers, once
     moving = bool(config.refresh_every or config.refresh_gap)
-    initial = FrozenCopy(_load_policy(out, 0, config), config.logprob_chunk_size, config.packing) if moving else None
+    initial = None  # π_0 for the KL metrics, kept only when the magnet moves away from it
+    if moving:
+        first = model if state["completed"] == 0 else _load_policy(out, 0, config)
+        initial = FrozenCopy(first, config.logprob_chunk_size, config.packing)
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
               "logps" in losses.get(config.loss).inputs, Tracker(out, ["jsonl"], {}, enabled=True), baseline,
               mode, pairs, source, initial)
