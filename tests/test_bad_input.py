@@ -143,7 +143,8 @@ SELFPLAY_CONFIG = [
     ("refresh_every=0", "'refresh_every' must be an integer >= 1 or null (got 0)"),
     ("refresh_gap=-1", "'refresh_gap' must be a finite number > 0 or null (got -1)"),
     ("pairs=best", "'pairs' must be one of auto, all, best_worst, top2, canonical (got 'best')"),
-    ("loss=kto", "loss 'kto' (unpaired) cannot be trained from self-play pairs"),
+    ("loss=kto", "loss 'kto' trains on single completions labelled desirable or undesirable, which "
+                 "`prefkit selfplay` does not build"),
     ("loss_params.eta=.inf", "'loss_params.eta' must be a finite number (got inf)"),
     ("judge_chunk_size=0", "'judge_chunk_size' must be an integer >= 1 (got 0)"),
     ("temperature=0 learning_rate=-1 top_p=0", "config: 3 problems: "),

@@ -180,12 +180,12 @@ def test_bad_rows_are_skipped_and_recorded_in_the_run_directory(workspace, tmp_p
 
 
 def test_bco_reward_shift_tracks_the_running_mean_of_rewards(workspace, tmp_path, monkeypatch):
-    from prefkit.train import batches
+    from prefkit.losses.statistics import RewardShift
 
     shifts = []
-    real_inputs = batches.BatchStatistics.inputs
-    monkeypatch.setattr(batches.BatchStatistics, "inputs", lambda self: (shifts.append(self.reward_shift),
-                                                                          real_inputs(self))[1])
+    real_inputs = RewardShift.inputs
+    monkeypatch.setattr(RewardShift, "inputs", lambda self, *args: (shifts.append(self.mean),
+                                                                     real_inputs(self, *args))[1])
     fit(config(workspace, tmp_path, data=workspace["unpaired"], loss="bco", max_steps=3))
     assert shifts[0] == 0.0 and shifts[-1] != 0.0  # δ starts at 0 and follows the rewards as training moves them
 

@@ -6,6 +6,7 @@
     L.compute(["dpo", "sft"], ..., weights=[1.0, 0.005])                                         # RPO
     L.compute("kto", logps=lp, ref_logps=rp, labels=y, kl=kl)                                    # unpaired
     L.names()                                                                                    # catalogue
+    L.Objective(["dpo", "sft"], [1.0, 0.005], {"beta": 0.1})(inputs)    # what a trainer holds (statistics)
 
 Every loss reads the inputs its signature names (see `prefkit losses NAME`), so one call shape serves
 pairwise, unpaired, self-play and token-level losses alike. The modules group the families:
@@ -19,9 +20,10 @@ from prefkit import lazy
 # Public names and the module that defines each, imported on first use: building the CLI imports
 # prefkit.losses.cli, and with it this package, and `prefkit --help` must not pay for torch. The first use also
 # imports every family module, so that the registry holds every loss before anyone looks a name up.
-_EXPORTS = {**dict.fromkeys(("LossOutput", "LossResult", "LossSpec", "compute", "evaluate", "get", "input_names",
-                             "names", "register", "specs"), "registry"),
-            "beta_dpo_select": "one_sided", "bco_reward_shift": "unpaired", "kto_kl_estimate": "unpaired"}
+_EXPORTS = {**dict.fromkeys(("KINDS", "LossOutput", "LossResult", "LossSpec", "compute", "evaluate", "get",
+                             "input_names", "names", "register", "specs"), "registry"),
+            **dict.fromkeys(("Objective", "feed_problem"), "objective"),
+            **dict.fromkeys(("beta_dpo_select", "bco_reward_shift", "kto_kl_estimate"), "statistics")}
 FAMILY_MODULES = ("one_sided", "reference_free", "two_sided", "unpaired", "selfplay", "token_level")
 __all__ = list(_EXPORTS)
 __getattr__ = lazy.exports(__name__, _EXPORTS, first=FAMILY_MODULES)  # the family modules fill the registry

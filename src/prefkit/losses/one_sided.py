@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from prefkit.losses.registry import LossOutput, Tensor, register, require
+from prefkit.losses.statistics import GapSelection, RewardShift
 
 
 def _logratios(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps) -> tuple[Tensor, Tensor]:
@@ -93,7 +94,7 @@ def nca(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, *, b
     return LossOutput(loss, beta * w, beta * l)
 
 
-@register("bco_pair", family="one-sided", paper="Jung et al. 2024, arXiv 2404.04656")
+@register("bco_pair", family="one-sided", paper="Jung et al. 2024, arXiv 2404.04656", statistics=(RewardShift,))
 def bco_pair(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, reward_shift=None, *,
              beta=0.1) -> LossOutput:
     """BCO on pairs: chosen classified 1, rejected 0 on the implicit reward minus the shift δ (input; TRL 1.x: 0)."""
@@ -179,12 +180,14 @@ def cal_dpo(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, 
     return LossOutput(-F.logsigmoid(w - l) + calibration, w, l)
 
 
-@register("beta_dpo", family="one-sided", paper="Wu et al. 2024 (β-DPO), arXiv 2407.08639")
+@register("beta_dpo", family="one-sided", paper="Wu et al. 2024 (β-DPO), arXiv 2407.08639",
+          statistics=(GapSelection,))
 def beta_dpo(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, gap_mean=None, select_mask=None,
-             *, beta=0.1, alpha=0.6) -> LossOutput:
+             *, beta=0.1, alpha=0.6, rho=0.2) -> LossOutput:
     """β-DPO: DPO with a batch β = β0·(1 + α·(mean selected h - M0)), M0 the running mean of h (input `gap_mean`).
 
-    `select_mask` marks the pairs kept by the β-DPO filter (see `beta_dpo_select`); the others get loss 0 and
+    `select_mask` marks the pairs kept by the β-DPO filter, which drops a share ρ of each training batch
+    (`prefkit.losses.statistics.GapSelection`, where trainers compute both inputs); the others get loss 0 and
     the kept ones are scaled by B/kept, so the batch mean is the mean over kept pairs."""
     w, l = _logratios(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     h = w - l
@@ -195,13 +198,3 @@ def beta_dpo(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
     batch_beta = (beta * (1 + alpha * (selected_mean - m0))).clamp(min=1e-3)
     losses = -F.logsigmoid(batch_beta * h) * mask * (h.numel() / kept)
     return LossOutput(losses, beta * w, beta * l, {"beta_dpo/beta": batch_beta})
-
-
-def beta_dpo_select(h: Tensor, gap_mean: float, gap_std: float, rho: float = 0.2,
-                    generator: torch.Generator | None = None) -> Tensor:
-    """β-DPO's filter: keep floor((1-ρ)·B) pairs, drawn without replacement with weight exp(-½((h-M0)/σ)²)."""
-    weights = torch.exp(-0.5 * ((h.detach() - gap_mean) / max(gap_std, 1e-6)) ** 2) + 1e-12
-    keep = max(1, int((1 - rho) * h.numel()))
-    mask = torch.zeros_like(h, dtype=torch.bool)
-    mask[torch.multinomial(weights, keep, replacement=False, generator=generator)] = True
-    return mask

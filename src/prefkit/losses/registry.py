@@ -9,6 +9,11 @@ A loss is a small pure function of log-probs registered by name. Its signature i
 So the catalogue (`prefkit losses`), the validation and the dispatch all read the same signature, and adding
 a loss touches one module. `evaluate` hands each loss only the inputs it names, so a trainer can pass
 everything it has (lengths, reference log-probs, win rates) whatever the loss.
+
+The entry also declares what a trainer must provide, so that no loop ever names a loss: the example kinds that
+can feed it (`feeds`, from `KINDS`), the batch statistics it reads (`statistics`, prefkit.losses.statistics)
+and, for a loss whose reference inputs are optional, when its hyper-parameters make it read them
+(`reference_when`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,18 @@ from prefkit.errors import PrefkitError
 Tensor = torch.Tensor
 
 FAMILIES = ("one-sided", "two-sided", "unpaired", "self-play", "token-level", "regulariser")
+
+# The kinds of examples a trainer builds, and the loss inputs each can give: `prefkit train` feeds "pairs" or
+# "labelled" (by the data), `prefkit selfplay` the self-play kinds.
+KINDS = {
+    "pairs": "offline preference pairs (chosen, rejected)",
+    "labelled": "single completions labelled desirable or undesirable",
+    "selfplay-pairs": "self-play pairs of sampled responses with their preference or win rates",
+    "selfplay-singles": "single sampled responses with their win rates",
+}
+_PAIRED = ("pairs", "selfplay-pairs")
+FAMILY_FEEDS = {"one-sided": _PAIRED, "two-sided": _PAIRED, "regulariser": ("pairs",), "unpaired": ("labelled",),
+                "token-level": ()}  # self-play losses declare theirs
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,9 @@ class LossSpec:
     # the exact tabular step a self-play loss fits, as weights (w_prev, w_ref, c) of
     # log π' = w_prev·log π_t + w_ref·log π_ref + c·P(· beats π_t) + const, from its hyper-parameters
     step: Callable[..., tuple[float, float, float]] | None = None
+    feeds: tuple[str, ...] = ()  # the example kinds (KINDS) that can feed it
+    statistics: tuple[type, ...] = ()  # prefkit.losses.statistics classes whose inputs it reads
+    reference_when: Callable[..., bool] | None = None  # optional reference inputs: read when this says so
 
     def step_weights(self, hyperparameters: Mapping[str, object]) -> tuple[float, float, float] | None:
         """(w_prev, w_ref, c) of the step this loss fits, or None when it fits no exact tabular step."""
@@ -96,6 +116,12 @@ class LossSpec:
         if any(name.startswith("ref_") for name in self.required):
             return "yes"
         return "optional" if any(name.startswith("ref_") for name in self.optional) else "no"
+
+    def reads_reference(self, hyperparameters: Mapping[str, object]) -> bool:
+        """Whether, with these hyper-parameters, the loss reads reference log-probs (a trainer must provide them)."""
+        if self.reference == "optional" and self.reference_when is not None:
+            return bool(self.reference_when(**self.check_hyperparameters(hyperparameters)))
+        return self.reference == "yes"
 
     @property
     def summary(self) -> str:
@@ -127,11 +153,15 @@ _REGISTRY: dict[str, LossSpec] = {}
 
 
 def register(name: str, *, family: str, paper: str, aliases: Sequence[str] = (), defaults: Mapping | None = None,
-             step: Callable[..., tuple[float, float, float]] | None = None):
+             step: Callable[..., tuple[float, float, float]] | None = None, feeds: Sequence[str] | None = None,
+             statistics: Sequence[type] = (), reference_when: Callable[..., bool] | None = None):
     """Register a loss function under `name` (and `aliases`). `defaults` overrides the signature's defaults,
     so one function can be registered twice with different paper defaults (e.g. hinge and rso). `step` (self-play
-    losses) gives the weights of the tabular step the loss fits, from its hyper-parameters (LossSpec.step)."""
+    losses) gives the weights of the tabular step the loss fits, from its hyper-parameters (LossSpec.step).
+    `feeds` (default: the family's, FAMILY_FEEDS), `statistics` and `reference_when`: see the module docstring."""
     assert family in FAMILIES, family
+    feeds = tuple(FAMILY_FEEDS[family] if feeds is None else feeds)
+    assert set(feeds) <= set(KINDS), feeds
 
     def decorate(fn: Callable[..., LossOutput]) -> Callable[..., LossOutput]:
         parameters = inspect.signature(fn).parameters.values()
@@ -146,6 +176,9 @@ def register(name: str, *, family: str, paper: str, aliases: Sequence[str] = (),
             required=tuple(p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty),
             optional=tuple(p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is None),
             step=step,
+            feeds=feeds,
+            statistics=tuple(statistics),
+            reference_when=reference_when,
         )
         for key in (name, *aliases):
             assert key not in _REGISTRY, f"loss name registered twice: {key}"
@@ -191,30 +224,47 @@ def evaluate(
     """Per-example losses and TRL-named metrics for one loss or a weighted sum of several.
 
     `name` is a loss name or a list of names (a mixture: TRL's `loss_type` list, with `weights` as its
-    `loss_weights`; e.g. RPO is ["dpo", "sft"] with weights [1.0, 0.005]). Keyword arguments that are loss
-    inputs (see `input_names()`) go to the losses that read them; the others are hyper-parameters: a plain
-    name goes to every component that has it, "component.parameter" to one component only.
+    `loss_weights`; e.g. RPO is ["dpo", "sft"] with weights [1.0, 0.005]). Keyword arguments that a component
+    reads as inputs go to it as inputs (`split_arguments`); the others are hyper-parameters: a plain name goes
+    to every component that has it, "component.parameter" to one component only. Batch statistics are inputs
+    like any other here; `Objective` computes them for a trainer.
     """
     components = [get(name)] if isinstance(name, str) else [get(n) for n in name]
     weights = [1.0] * len(components) if weights is None else [float(w) for w in weights]
     if len(weights) != len(components):
         raise PrefkitError(f"got {len(weights)} weights for {len(components)} losses")
-
-    known_inputs = input_names()
-    inputs = dict(chosen_logps=chosen_logps, rejected_logps=rejected_logps,
-                  ref_chosen_logps=ref_chosen_logps, ref_rejected_logps=ref_rejected_logps)
-    inputs.update({k: v for k, v in inputs_and_hyperparameters.items() if k in known_inputs})
-    inputs = {k: v for k, v in inputs.items() if v is not None}
-    _check_batch_sizes(inputs)
-    hyperparameters = {k: v for k, v in inputs_and_hyperparameters.items() if k not in known_inputs}
+    given = dict(chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
+                 ref_rejected_logps=ref_rejected_logps, **inputs_and_hyperparameters)
+    inputs, hyperparameters = split_arguments(components, given)
     per_component = _split_hyperparameters(components, hyperparameters)
+    return combine(components, weights, [inputs] * len(components), per_component)
 
+
+def split_arguments(components: Sequence[LossSpec], given: Mapping[str, object]) -> tuple[dict, dict]:
+    """(inputs, hyper-parameters) of keyword arguments, told apart by the components' own signatures: a name that
+    a component has as a hyper-parameter is one (for that component; it may be another's input), and a name
+    that some loss reads as an input is an input. So a trainer may pass everything it has (lengths, reference
+    log-probs, win rates): each loss takes what it reads, and the metrics see the rest. None values are dropped."""
+    own_hyperparameters = {p for spec in components for p in spec.defaults}
+    readable = input_names() | {name for spec in components for name in spec.inputs}
+    inputs = {k: v for k, v in given.items() if v is not None and k in readable
+              and (k not in own_hyperparameters or any(k in spec.inputs for spec in components))}
+    hyperparameters = {k: v for k, v in given.items() if k.rpartition(".")[2] in own_hyperparameters
+                       or k not in readable}
+    _check_batch_sizes({k: v for k, v in inputs.items() if any(k in spec.inputs for spec in components)})
+    return inputs, hyperparameters
+
+
+def combine(components: Sequence[LossSpec], weights: Sequence[float], inputs: Sequence[Mapping[str, Tensor]],
+            hyperparameters: Sequence[Mapping[str, object]]) -> LossResult:
+    """The weighted sum of the components' per-example losses, each on its own inputs and hyper-parameters,
+    with the metrics of the first component that reports rewards (and each component's mean, in a mixture)."""
     total, metrics = None, {}
-    for spec, weight, hps in zip(components, weights, per_component):
-        output = spec(inputs, hps)
+    for spec, weight, own_inputs, own_hps in zip(components, weights, inputs, hyperparameters):
+        output = spec(own_inputs, own_hps)
         total = weight * output.losses if total is None else total + weight * output.losses
         if not metrics:  # the first component that reports rewards names the rewards
-            metrics = _metrics(output, inputs)
+            metrics = _metrics(output, own_inputs)
         if len(components) > 1:
             metrics[f"loss/{spec.name}"] = output.losses.detach().mean()
     return LossResult(total, metrics)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from prefkit.losses.registry import LossOutput, Tensor, register, require
 
+PAIRS, SINGLES = ("selfplay-pairs",), ("selfplay-singles",)  # the example kinds (prefkit.losses.KINDS)
+
 
 def _nash_target(c: float, preference, chosen_winrate, rejected_winrate):
     """Target for the pairwise logit: c/2 for a hard label, c(p - ½) for a soft one, c(P̂_w - P̂_l) with win rates.
@@ -46,7 +48,8 @@ def _mirror_logit(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected
             - w_ref * (ref_chosen_logps - ref_rejected_logps))
 
 
-@register("sppo", family="self-play", paper="Wu et al. 2024 (SPPO), arXiv 2405.00675", step=mwu_step)
+@register("sppo", family="self-play", paper="Wu et al. 2024 (SPPO), arXiv 2405.00675", step=mwu_step,
+          feeds=SINGLES)
 def sppo(logps, prev_logps, winrate, *, eta=1000.0) -> LossOutput:
     """SPPO, per response: (log π(y)/π_t(y) - η(P̂(y beats π_t) - ½))², the multiplicative-weights step.
 
@@ -56,7 +59,7 @@ def sppo(logps, prev_logps, winrate, *, eta=1000.0) -> LossOutput:
 
 
 @register("sppo_single", family="self-play", paper="Wu et al. 2024 (SPPO), arXiv 2405.00675; code 'sppo_single'",
-          step=mwu_step)
+          step=mwu_step, feeds=PAIRS)
 def sppo_single(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, preference=None, *,
                 eta=1000.0) -> LossOutput:
     """SPPO, single pair: chosen log-ratio to π_t pulled to +η(p - ½), rejected to -η(p - ½), p = P(y_w beats y_l)."""
@@ -65,7 +68,8 @@ def sppo_single(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_l
     return LossOutput(((w - target) ** 2 + (l + target) ** 2) / 2, w, l)
 
 
-@register("inpo", family="self-play", paper="Zhang et al. 2024 (INPO), arXiv 2407.00617", step=inpo_step)
+@register("inpo", family="self-play", paper="Zhang et al. 2024 (INPO), arXiv 2407.00617", step=inpo_step,
+          feeds=PAIRS)
 def inpo(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, ref_chosen_logps,
          ref_rejected_logps, preference=None, chosen_winrate=None, rejected_winrate=None, *, eta=1 / 0.0075,
          tau=0.0025) -> LossOutput:
@@ -81,7 +85,7 @@ def inpo(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, r
 
 
 @register("mpo", family="self-play", paper="Wang et al. 2024 (MPO), arXiv 2410.16714; square-loss reconstruction",
-          step=mmd_step)
+          step=mmd_step, feeds=PAIRS)
 def mpo(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, ref_chosen_logps,
         ref_rejected_logps, preference=None, chosen_winrate=None, rejected_winrate=None, *, eta=200.0,
         alpha=0.0025) -> LossOutput:
@@ -99,7 +103,7 @@ def mpo(chosen_logps, rejected_logps, prev_chosen_logps, prev_rejected_logps, re
 
 
 @register("mpo_pg", family="self-play", paper="Wang et al. 2024 (MPO), arXiv 2410.16714; policy-gradient form",
-          step=mmd_step)
+          step=mmd_step, feeds=SINGLES)
 def mpo_pg(logps, prev_logps, ref_logps, advantages, *, eta=200.0, alpha=0.0025) -> LossOutput:
     """MPO by policy gradient: -Â·log π + α·KL(π||π_ref) + (1/η)·KL(π||π_t), KLs by the score-function estimator.
 
@@ -109,7 +113,7 @@ def mpo_pg(logps, prev_logps, ref_logps, advantages, *, eta=200.0, alpha=0.0025)
     return LossOutput(-(advantages - penalty) * logps, chosen_rewards=advantages)
 
 
-@register("online_ipo", family="self-play", paper="Calandriello et al. 2024, arXiv 2403.08635")
+@register("online_ipo", family="self-play", paper="Calandriello et al. 2024, arXiv 2403.08635", feeds=PAIRS)
 def online_ipo(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, preference=None, *,
                beta=1.0) -> LossOutput:
     """Online IPO (soft labels): p·(h - 1/(2β))² + (1-p)·(h + 1/(2β))² on fresh samples; β = τ."""
@@ -119,7 +123,8 @@ def online_ipo(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logp
     return LossOutput(loss, beta * w, beta * l)
 
 
-@register("nash_md", family="self-play", paper="Munos et al. 2023 (Nash-MD), arXiv 2312.00886; TRL's surrogate")
+@register("nash_md", family="self-play", paper="Munos et al. 2023 (Nash-MD), arXiv 2312.00886; TRL's surrogate",
+          feeds=SINGLES)
 def nash_md(logps, ref_logps, preference, *, beta=0.1) -> LossOutput:
     """Nash-MD policy-gradient surrogate: -(P(y beats y') - ½)·log π(y) + β·(log π/π_ref)(y)·log π(y) (detached
     factors), y from the policy and y' from the geometric mixture π^(1-m)·π_ref^m."""

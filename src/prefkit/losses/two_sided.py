@@ -21,7 +21,8 @@ _VARIANTS = {
 }
 
 
-@register("stapo", family="two-sided", paper="StaPO, OpenReview ke1f4IVR47 (reconstruction; exact loss unpublished)")
+@register("stapo", family="two-sided", paper="StaPO, OpenReview ke1f4IVR47 (reconstruction; exact loss unpublished)",
+          reference_when=lambda reference_based, **_: reference_based)
 def stapo(chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None, chosen_lengths=None,
           rejected_lengths=None, *, beta=2.0, left_margin=1.0, right_margin=4.0, lam=1.0, variant="smooth",
           average=True, reference_based=False) -> LossOutput:

@@ -1,5 +1,5 @@
-"""From examples to the loss: the deterministic batch order, collation with example indices, the batch
-statistics some losses read (KTO's KL, BCO's reward shift, β-DPO's gap mean), and the loss inputs.
+"""From examples to the loss: the deterministic batch order, collation with example indices, and the loss
+inputs (the batch statistics some losses read are the objective's: prefkit.losses.statistics).
 
 The order depends only on (seed, epoch), so a resumed run and a multi-process run see exactly the batches a
 single uninterrupted run sees: micro-batch m holds the same global examples whatever the number of processes,
@@ -14,7 +14,6 @@ import torch
 
 from prefkit.data import collate_pairs, collate_unpaired
 from prefkit.errors import PrefkitError
-from prefkit.losses import bco_reward_shift, kto_kl_estimate
 from prefkit.modeling.packing import pack
 
 Tensor = torch.Tensor
@@ -63,26 +62,8 @@ def mismatched(examples: list, indices: list[int]) -> list:
     return [replace(examples[i], completion_ids=examples[(i + 1) % len(examples)].completion_ids) for i in indices]
 
 
-class BatchStatistics:
-    """Running statistics that losses take as inputs, updated from each training batch."""
-
-    def __init__(self, momentum: float = 0.9):
-        self.reward_shift, self.count = 0.0, 0  # BCO: running mean of implicit rewards
-        self.gap_mean, self.momentum = None, momentum  # β-DPO: EMA of the DPO logit h
-
-    def inputs(self) -> dict[str, float]:
-        return {"reward_shift": self.reward_shift, "gap_mean": self.gap_mean}
-
-    def update(self, rewards: Tensor | None, h: Tensor | None) -> None:
-        if rewards is not None:
-            self.reward_shift, self.count = bco_reward_shift(self.reward_shift, self.count, rewards)
-        if h is not None:
-            mean = h.detach().float().mean().item()
-            self.gap_mean = mean if self.gap_mean is None else self.momentum * self.gap_mean + (1 - self.momentum) * mean
-
-
-def loss_inputs(logps: Tensor, lengths: Tensor, ref: Tensor | None, batch: dict[str, Tensor], paired: bool,
-                kl_pair: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+def loss_inputs(logps: Tensor, lengths: Tensor, ref: Tensor | None, batch: dict[str, Tensor],
+                paired: bool) -> dict[str, Tensor]:
     """The keyword inputs of `prefkit.losses.evaluate` for one batch of policy (and reference) log-probs."""
     if paired:
         chosen, rejected = logps.chunk(2)
@@ -94,6 +75,4 @@ def loss_inputs(logps: Tensor, lengths: Tensor, ref: Tensor | None, batch: dict[
     inputs = dict(logps=logps, labels=batch["labels"])
     if ref is not None:
         inputs["ref_logps"] = ref
-    if kl_pair is not None:
-        inputs["kl"] = kto_kl_estimate(*kl_pair)
     return inputs

@@ -25,6 +25,7 @@ from prefkit.train.validation import (above, at_least, check_fields, lora_proble
 REFERENCE_MODES = ("auto", "precomputed", "copy", "adapter", "none")
 SCHEDULES = ("linear", "cosine", "constant")
 PRECISIONS = ("no", "bf16", "fp16")
+TRAIN_FEEDS = ("pairs", "labelled")  # the example kinds `prefkit train` builds (prefkit.losses.KINDS), by the data
 
 
 @dataclass
@@ -106,6 +107,10 @@ class TrainConfig:
         unknown = [k for k in self.loss_params if k.rpartition(".")[2] not in {p for s in specs for p in s.defaults}]
         if specs and unknown:
             problems.append(f"loss_params has '{unknown[0]}', which no loss in {names} takes")
+        if len(specs) == len(names):
+            from prefkit.losses import feed_problem
+
+            problems += [p for p in [feed_problem(names, TRAIN_FEEDS, "prefkit train")] if p]
         return problems
 
     def total_steps(self, steps_per_epoch: int) -> int:

@@ -27,7 +27,7 @@ from prefkit.modeling.reference import FrozenCopy
 from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
-from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.train.selfplay_config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.train.signals import StopRequests
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
 from prefkit.train import winrates
@@ -48,13 +48,14 @@ class Run:
     task: object
     train_prompts: list
     eval_prompts: list
-    per_response: bool  # single responses with win rates (SPPO, ...) rather than pairs
+    per_response: bool  # the loss trains on single responses with win rates (SPPO, ...) rather than pairs
     tracker: Tracker
     baseline: list  # π_0's answers to the eval prompts
     winrates: str  # "exact", "sampled" or "weighted" (prefkit.train.winrates.resolve)
     pairs: str
     source: object  # the judge's enumerating side, or None for a black box
     initial: FrozenCopy | None  # π_0, kept for KL metrics when the magnet moves away from it
+    engine_parts: tuple  # (accelerator, the policy prepared for the training engine)
 
 
 def selfplay(config: SelfPlayConfig) -> Path:
@@ -80,9 +81,10 @@ def selfplay(config: SelfPlayConfig) -> Path:
     if moving:
         first = model if state["completed"] == 0 else _load_policy(out, 0, config)
         initial = FrozenCopy(first, config.logprob_chunk_size, config.packing)
+    kind = losses.Objective(config.loss, None, config.loss_params).kind_for(SELFPLAY_FEEDS)
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
-              "logps" in losses.get(config.loss).inputs, Tracker(out, ["jsonl"], {}, enabled=True), baseline,
-              mode, pairs, source, initial)
+              kind == "selfplay-singles", Tracker(out, ["jsonl"], {}, enabled=True), baseline,
+              mode, pairs, source, initial, _engine_parts(model, config))
 
     bar = tqdm(total=config.iterations, initial=state["completed"], desc=f"self-play {config.loss}", unit="iter",
                disable=not config.progress)
@@ -124,7 +126,8 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
                                       baseline=0.5 if run.winrates == "exact" else None)
     tables = _score(folder, model, magnet.model, examples, tokenizer, config, run.per_response)
     check("samples, judgements and log-prob tables")
-    losses_seen = fit_iteration(model, examples, tables, inputs, tokenizer, config, run.per_response, seed=t,
+    losses_seen = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, not run.per_response,
+                                seed=t,
                                 stop=stop, loss_params=config.loss_params_at(t))
     check("samples, judgements and log-prob tables")
     if not all_finite(model):
@@ -150,6 +153,14 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     run.state["completed"] = t
     write_json(run.out / "state.json", run.state)
     return metrics
+
+
+def _engine_parts(model, config: SelfPlayConfig) -> tuple:
+    """The accelerator and the policy prepared once for every iteration's fit (prefkit.train.engine)."""
+    from prefkit.train.engine import PolicyLogps, make_accelerator
+
+    accelerator = make_accelerator(config.mixed_precision)
+    return accelerator, accelerator.prepare(PolicyLogps(model, config.logprob_chunk_size, config.packing))
 
 
 def _warn_early_refresh(config: SelfPlayConfig) -> None:

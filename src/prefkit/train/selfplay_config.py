@@ -11,6 +11,7 @@ from prefkit.train.validation import Limit, above, at_least, check_fields, loss_
 PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
 WINRATES = ("auto", "exact", "sampled", "weighted")
 SCHEDULES = ("linear", "constant")
+SELFPLAY_FEEDS = ("selfplay-pairs", "selfplay-singles")  # the example kinds it builds (prefkit.losses.KINDS)
 
 
 @dataclass
@@ -36,7 +37,10 @@ class SelfPlayConfig:
     epochs: int = 2
     batch_size: int = 16
     learning_rate: float = 1e-5
+    weight_decay: float = 0.01  # AdamW's (torch's default, which self-play has always used)
     schedule: str = "linear"  # within each iteration: linear decay to 0 from a fresh AdamW, or constant
+    warmup_steps: int = 0  # within each iteration
+    mixed_precision: str = "no"  # no, bf16, fp16 (accelerate's autocast in the fit, as `prefkit train`)
     max_grad_norm: float | None = 1.0  # null: no clipping (the norm is still measured and logged)
     # generation
     temperature: float = 1.0
@@ -76,7 +80,8 @@ class SelfPlayConfig:
 
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first (the same checks as `prefkit train`'s config)."""
-        choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES)}
+        choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES),
+                   "mixed_precision": ("no", "bf16", "fp16")}
         problems, bad = check_fields(self, SELFPLAY_LIMITS, choices,
                                      {"model": "--model", "output_dir": "--output-dir"})
         if self.winrates in ("exact", "weighted") and self.mixture_coef:
@@ -89,15 +94,18 @@ class SelfPlayConfig:
             problems += more
             if specs and self.eta_final is not None and "eta" not in specs[0].defaults:
                 problems.append(f"eta_final: loss '{self.loss}' has no step size eta")
-            if specs and specs[0].family not in ("self-play", "one-sided", "two-sided"):
-                problems.append(f"loss '{self.loss}' ({specs[0].family}) cannot be trained from self-play pairs")
+            if specs:
+                from prefkit.losses import feed_problem
+
+                problems += [p for p in [feed_problem([self.loss], SELFPLAY_FEEDS, "prefkit selfplay")] if p]
         return problems
 
 
 SELFPLAY_LIMITS = {
     "refresh_every": at_least(1), "refresh_gap": above(0), "eta_final": above(0), "mixture_coef": within(0, 1), "iterations": at_least(1),
     "prompts_per_iteration": at_least(1), "samples_per_prompt": at_least(2), "epochs": at_least(1),
-    "batch_size": at_least(1), "learning_rate": above(0), "max_grad_norm": above(0),
+    "batch_size": at_least(1), "learning_rate": above(0), "max_grad_norm": above(0), "weight_decay": at_least(0),
+    "warmup_steps": at_least(0),
     "temperature": Limit("> 0 (self-play samples K different answers: there is no greedy decoding)",
                          lambda value: value > 0), "top_p": within(0, 1, open_low=True), "max_new_tokens": at_least(1),
     "eval_samples": at_least(1), "kl_samples": at_least(1), "eval_limit": at_least(1),

@@ -64,58 +64,56 @@ def _pairs(mode: str, rates: np.ndarray, enumerated: int | None) -> list[tuple[i
     return [(int(ranked[0]), int(second))] if rates[ranked[0]] > rates[second] else []
 
 
-def fit_iteration(model, examples, tables, inputs, tokenizer, config, per_response: bool, seed: int,
+def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, paired: bool, seed: int,
                   stop=None, loss_params: dict | None = None) -> list[float]:
-    """E epochs of the method's loss over this iteration's examples, from a fresh AdamW (as the iterative
-    pipelines of SPPO and INPO restart each iteration) whose learning rate decays linearly to 0 within the
-    iteration (`schedule: linear`; `constant` keeps it): the fit then settles on the step it is fitting instead
-    of jittering around it, which halves the tracking error near the equilibrium (docs/selfplay.md). Returns
-    the per-step losses. Seeded, so a resumed iteration refits bit for bit; returns early when `stop`
+    """E epochs of the method's loss over this iteration's examples on the training engine
+    (prefkit.train.engine), from a fresh AdamW (as the iterative pipelines of SPPO and INPO restart each
+    iteration) whose learning rate decays linearly to 0 within the iteration (`schedule: linear`; `constant`
+    keeps it): the fit then settles on the step it is fitting instead of jittering around it, which halves the
+    tracking error near the equilibrium (docs/selfplay.md). `engine_parts` is (accelerator, prepared policy).
+    Returns the per-step losses. Seeded, so a resumed iteration refits bit for bit; returns early when `stop`
     (prefkit.train.signals) has been requested."""
-    from prefkit.train.guard import NonFiniteGuard
-    from prefkit.train.offline import PolicyLogps
+    from prefkit.train.engine import Engine
 
     if not examples:
         return [float("nan")]
+    accelerator, policy = engine_parts
     torch.manual_seed(config.seed * 1000 + seed)  # dropout draws do not depend on what ran before
-    guard = NonFiniteGuard(config.max_nonfinite_steps)
-    policy = PolicyLogps(model, config.logprob_chunk_size, config.packing)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate)
     order = BatchOrder(len(examples), min(config.batch_size, len(examples)), 1, 0, config.seed + seed)
     total = config.epochs * order.per_epoch
-    decay = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, (lambda step: 1 - step / total) if config.schedule == "linear" else (lambda step: 1.0))
-    device = next(model.parameters()).device
+    engine = Engine(accelerator, policy, config, total, policy_prepared=True)
+    objective = losses.Objective(config.loss, None, loss_params or config.loss_params)
+
+    def loss_of(policy, batch):
+        logps, lengths = policy(batch)
+        index = batch["index"].cpu()
+        given = {k: v[index].to(logps.device) for k, v in inputs.items()}
+        prev, ref = tables["prev"][index].to(logps.device), tables["ref"][index].to(logps.device)
+        given.update(_model_inputs(logps, lengths, prev, ref, paired))
+        loss = objective(given).losses.mean()
+        return loss, {"loss": loss.item()}
+
     seen = []
-    model.train()
+    engine.model.train()
     for step in range(total):
         if stop is not None and stop.requested:
             break
-        indices = order.indices(step)
-        batch = collate(examples, indices, tokenizer.pad_token_id, not per_response, device)
-        logps, lengths = policy(batch)
-        index = torch.tensor(indices)
-        extra = {k: v[index].to(device) for k, v in inputs.items()}
-        prev, ref = tables["prev"][index].to(device), tables["ref"][index].to(device)
-        if per_response:
-            loss_inputs = dict(logps=logps, prev_logps=prev, ref_logps=ref, **extra)
-        else:
-            chosen, rejected = logps.chunk(2)
-            loss_inputs = dict(chosen_logps=chosen, rejected_logps=rejected, prev_chosen_logps=prev[:, 0],
-                               prev_rejected_logps=prev[:, 1], ref_chosen_logps=ref[:, 0],
-                               ref_rejected_logps=ref[:, 1], chosen_lengths=lengths.chunk(2)[0],
-                               rejected_lengths=lengths.chunk(2)[1], **extra)
-        loss = losses.compute(config.loss, **loss_inputs, **(loss_params or config.loss_params)).mean()
-        loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or float("inf")))
-        if guard.allows(step + 1, loss.item(), grad_norm):
-            optimizer.step()
-            seen.append(loss.item())
-        decay.step()
-        optimizer.zero_grad(set_to_none=True)
-    model.eval()
+        batch = collate(examples, order.indices(step), tokenizer.pad_token_id, paired, accelerator.device)
+        update = engine.step(step + 1, [batch], 1, loss_of)
+        if update.applied:
+            seen.append(update.metrics["loss"])
+    engine.model.eval()
     return seen
+
+
+def _model_inputs(logps, lengths, prev, ref, paired: bool) -> dict:
+    """The log-prob inputs of a self-play loss: the policy's, π_t's (`prev`) and the magnet's (`ref`)."""
+    if not paired:
+        return dict(logps=logps, prev_logps=prev, ref_logps=ref)
+    chosen, rejected = logps.chunk(2)
+    return dict(chosen_logps=chosen, rejected_logps=rejected, prev_chosen_logps=prev[:, 0],
+                prev_rejected_logps=prev[:, 1], ref_chosen_logps=ref[:, 0], ref_rejected_logps=ref[:, 1],
+                chosen_lengths=lengths.chunk(2)[0], rejected_lengths=lengths.chunk(2)[1])
 
 
 def iteration_metrics(judge, model, anchors: dict, tokenizer, prompts, answers, baseline, previous, task, config,

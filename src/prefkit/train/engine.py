@@ -1,0 +1,192 @@
+"""The training engine that both loops drive (`prefkit train`'s offline loop and `prefkit selfplay`'s fits).
+
+One optimizer step: backward over the micro-batches on accelerate (mixed precision, gradient accumulation with
+gradients synchronised on the last micro-batch only, DDP / FSDP / DeepSpeed as configured), clip, agree across
+processes on whether to skip or stop, the non-finite guard, AdamW (fused where the device has it) and the
+learning-rate schedule of transformers' `get_scheduler`. The loops say what a batch is and what its loss is;
+the engine never looks inside either. Also here: the logging window and the run's checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from prefkit.modeling.logprobs import batch_logps
+from prefkit.train import checkpoint
+from prefkit.train.guard import NonFiniteGuard
+
+
+class PolicyLogps(nn.Module):
+    """The policy as the loops see it: a collated batch -> summed completion logps, lengths. Wrapping the
+    log-prob engine in the module keeps the forward inside DDP, so gradients are synchronised."""
+
+    def __init__(self, model, chunk_size: int, packing: bool):
+        super().__init__()
+        self.model, self.chunk_size, self.packing = model, chunk_size, packing
+
+    def forward(self, batch):
+        out = batch_logps(self.model, batch, self.chunk_size, self.packing)
+        return out.logps, out.lengths
+
+
+def make_accelerator(mixed_precision: str):
+    """accelerate's Accelerator; with several processes and no GPU it only goes multi-CPU (gloo) when told to
+    use the CPU."""
+    from accelerate import Accelerator
+
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    return Accelerator(mixed_precision=mixed_precision, cpu=multi_cpu)
+
+
+@dataclass
+class Update:
+    """What one optimizer step did: the micro-batches' mean metrics, the gradient norm, whether the weights
+    changed (the guard may skip a non-finite step), whether a stop was requested on any process, and the
+    number of tokens it trained on."""
+
+    metrics: dict[str, float]
+    grad_norm: float
+    applied: bool
+    stopping: bool
+    tokens: int
+
+
+class Engine:
+    """AdamW and the schedule over a prepared `PolicyLogps`, stepped by `step`. `config` is either loop's
+    configuration: both name these settings the same (learning_rate, weight_decay, schedule, warmup_steps,
+    max_grad_norm, max_nonfinite_steps)."""
+
+    def __init__(self, accelerator, policy: nn.Module, config, total_steps: int, skipped_steps: int = 0, *,
+                 policy_prepared: bool = False):
+        from transformers import get_scheduler
+
+        self.accelerator, self.config = accelerator, config
+        params = [p for p in policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
+                                      fused=accelerator.device.type in ("cpu", "cuda"))
+        name = "constant_with_warmup" if config.schedule == "constant" else config.schedule
+        self.scheduler = get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps,
+                                       num_training_steps=total_steps)
+        if policy_prepared:  # self-play prepares its policy once, for all its fits
+            self.policy, self.optimizer = policy, accelerator.prepare(optimizer)
+        else:
+            self.policy, self.optimizer = accelerator.prepare(policy, optimizer)
+        self.guard = NonFiniteGuard(config.max_nonfinite_steps, skipped_steps)
+
+    @property
+    def params(self) -> list:
+        return [p for p in self.policy.parameters() if p.requires_grad]
+
+    @property
+    def model(self):
+        """The Hugging Face model being trained, unwrapped from DDP and friends."""
+        return self.accelerator.unwrap_model(self.policy).model
+
+    def step(self, number: int, micro_batches: Iterable[dict], count: int, loss_of: Callable, *,
+             stop_requested: bool = False, last_good: str = "none") -> Update:
+        """Optimizer step `number` (1-based) over `count` micro-batches; `loss_of(policy, batch)` returns the
+        batch's mean loss and its metrics."""
+        accelerator = self.accelerator
+        metrics: dict[str, float] = {}
+        tokens = 0
+        for i, batch in enumerate(micro_batches):
+            sync = i == count - 1
+            with (contextlib.nullcontext() if sync else accelerator.no_sync(self.policy)), accelerator.autocast():
+                loss, values = loss_of(self.policy, batch)
+                accelerator.backward(loss / count)
+            for key, value in values.items():
+                metrics[key] = metrics.get(key, 0.0) + value / count
+            tokens += int(batch["attention_mask"].sum())
+        clip = self.config.max_grad_norm or math.inf
+        grad_norm = float(accelerator.clip_grad_norm_(self.params, clip))
+        loss = metrics.get("loss", math.nan)
+        bad, stopping = agree(accelerator, not math.isfinite(loss + grad_norm), stop_requested)
+        applied = self.guard.allows(number, math.nan if bad else loss, grad_norm, last_good)
+        if applied:
+            self.optimizer.step()
+        self.scheduler.step()  # a skipped step still uses up its place in the schedule, as AMP's skipped steps do
+        self.optimizer.zero_grad(set_to_none=True)
+        return Update(metrics, grad_norm, applied, stopping, tokens)
+
+    @property
+    def learning_rate(self) -> float:
+        """The learning rate the next step will use."""
+        return self.scheduler.get_last_lr()[0]
+
+
+class Window:
+    """Metrics of the updates since the last log line, averaged when it is written, with the latest value of
+    the settings that change from step to step (learning rate, gradient norm: TRL logs the current ones);
+    tokens/s over the training time only (`pause` takes evaluation out of it)."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.latest: dict[str, float] = {}
+        self.updates, self.tokens, self.start, self.paused = 0, 0, time.perf_counter(), 0.0
+
+    def add(self, metrics: dict[str, float], **latest: float) -> None:
+        for key, value in metrics.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.latest.update(latest)
+        self.updates += 1
+
+    @contextlib.contextmanager
+    def pause(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - start
+
+    def flush(self, accelerator, **extra) -> dict[str, float]:
+        elapsed = max(time.perf_counter() - self.start - self.paused, 1e-9)
+        averages = {k: v / self.updates for k, v in self.sums.items()}
+        logged = reduce_mean(accelerator, {**averages, **self.latest})
+        tokens = accelerator.reduce(torch.tensor(float(self.tokens), device=accelerator.device)).item()
+        logged.update(tokens_per_second=tokens / elapsed, **extra)
+        self.__init__()
+        return logged
+
+
+class Checkpoints:
+    """The run's checkpoints: what to save with the policy, where, and how many to keep."""
+
+    def __init__(self, accelerator, output_dir: Path, engine: Engine, keep: int, extra: dict):
+        self.accelerator, self.output_dir, self.keep, self.extra = accelerator, output_dir, keep, extra
+        self.parts = (engine.policy, engine.optimizer, engine.scheduler)
+
+    def save(self, state) -> Path:
+        return checkpoint.save(self.accelerator, self.output_dir, state, self.keep, *self.parts, extra=self.extra)
+
+    def load(self, path: Path):
+        return checkpoint.load(self.accelerator, path, *self.parts, extra=self.extra)
+
+    def last(self) -> str:
+        done = checkpoint.checkpoints(self.output_dir)
+        return str(done[-1]) if done else "none"
+
+
+def agree(accelerator, *flags: bool) -> list[bool]:
+    """Each flag true on any process is true on all, so every process skips or stops at the same step."""
+    if accelerator.num_processes == 1:
+        return list(flags)
+    values = accelerator.reduce(torch.tensor([float(f) for f in flags], device=accelerator.device), "sum")
+    return [bool(v > 0) for v in values.tolist()]
+
+
+def reduce_mean(accelerator, metrics: dict[str, float]) -> dict[str, float]:
+    """The mean of each metric over the processes."""
+    if accelerator.num_processes == 1:
+        return metrics
+    keys = sorted(metrics)
+    values = accelerator.reduce(torch.tensor([metrics[k] for k in keys], device=accelerator.device), "mean")
+    return dict(zip(keys, values.tolist()))
