@@ -17,7 +17,7 @@ CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 
 def test_there_is_a_config_per_family():
     assert {p.stem for p in CONFIGS} >= {"dpo", "ipo", "simpo", "stapo", "kto", "bco", "orpo", "rpo", "npo", "mpo",
-                                         "inpo", "sppo", "nash-md", "online-ipo", "comal"}
+                                         "inpo", "sppo", "nash_md", "online_ipo", "comal"}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

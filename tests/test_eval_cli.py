@@ -5,7 +5,8 @@ import json
 import pytest
 
 from prefkit.eval.cli import add_parser
-from prefkit.tasks import SyntheticTask, preference_rows, write_jsonl
+from prefkit.io import write_jsonl
+from prefkit.tasks import SyntheticTask, preference_rows
 
 
 def run_eval(argv):

@@ -100,7 +100,7 @@ def test_mpo_last_iterate_converges_on_cyclic_game():
 
 def test_fixed_magnet_methods_stall_at_the_regularised_equilibrium():
     P = games.cyclic3()
-    for name in ("mmd", "inpo", "nash-md", "online-ipo"):
+    for name in ("mmd", "inpo", "nash_md", "online_ipo"):
         run = games.simulate(P, name, 1000, eta=0.5, alpha=0.2, keep_policies=False)
         assert 0.04 < run.gaps[-1] < 0.06, name
         assert abs(run.gaps[-1] - run.gaps[-100]) < 1e-6, name  # flat: converged, just not to Nash
@@ -113,7 +113,7 @@ def test_mwu_last_iterate_does_not_converge_but_average_does():
     np.testing.assert_allclose(run.average, run.policies.mean(axis=0), atol=1e-12)
 
 
-@pytest.mark.parametrize("name", ["extragradient", "optimistic-mwu", "mmd-moving", "comal"])
+@pytest.mark.parametrize("name", ["extragradient", "optimistic_mwu", "mmd_moving", "comal"])
 def test_other_last_iterate_methods_converge_on_cyclic_game(name):
     alpha = 0.2 if dynamics.ALGORITHMS[name].magnet == "required" else 0.0
     run = games.simulate(games.cyclic3(), name, 3000, eta=0.5, alpha=alpha, keep_policies=False)

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from prefkit.io import write_jsonl
 from prefkit.tasks import (canonical_distribution, completion_nll, encode_completion, encode_prompt,
-                           exact_gap, label_pairs, preference_rows, pretrain, sample_responses, unpaired_rows,
-                           write_jsonl)
+                           exact_gap, label_pairs, preference_rows, pretrain, sample_responses, unpaired_rows)
 
 
 def all_prompts(task):

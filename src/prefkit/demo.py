@@ -10,7 +10,6 @@ the cyclic prompts, mass outside the canonical sets, generation entropy. Writes 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +73,8 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
     import torch
 
     from prefkit.games import exact_curve
-    from prefkit.tasks import SyntheticTask, canonical_distributions, preference_rows, reference_model, write_jsonl
-    from prefkit.train.selfplay import _save_model
+    from prefkit.io import save_model, write_json, write_jsonl
+    from prefkit.tasks import SyntheticTask, canonical_distributions, preference_rows, reference_model
 
     torch.set_num_threads(1)  # the tiny model is faster on one thread than on two that wait on each other
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +83,7 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
     model, tokenizer = reference_model(task, seed=seed, steps=settings.pretrain_steps,
                                        progress=_bar("pre-train reference", settings.pretrain_steps))
     reference_dir = out / "reference"
-    _save_model(model, tokenizer, reference_dir)
+    save_model(model, tokenizer, reference_dir)
     rows = preference_rows(task, task.prompts(split="train"), settings.responses_per_prompt, seed=seed)
     write_jsonl(rows, out / "preferences.jsonl")
     timings["reference"] = time.perf_counter() - clock
@@ -112,7 +111,7 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
         results["methods"][name] = _exact(final, tokenizer, task, evaluation, cyclic, model, settings, seed)
         timings[name] = time.perf_counter() - clock
     results["seconds"] = timings
-    _write(out / "results.json", results)
+    write_json(out / "results.json", results, indent=2)
     _report(out, results)
     return results
 
@@ -205,14 +204,6 @@ def _bar(description: str, total: int):
         if step + 1 >= total:
             bar.close()
     return update
-
-
-def _write(path: Path, value) -> None:
-    import os
-
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=float))
-    os.replace(tmp, path)
 
 
 def _report(out: Path, results: dict) -> None:

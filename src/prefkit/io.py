@@ -1,7 +1,9 @@
-"""Files that survive a crash mid-write, and state saved without pickle.
+"""Files that survive a crash mid-write, saved models, and state saved without pickle: the one module that
+writes prefkit's files.
 
 Every file prefkit writes goes to a temporary name beside its target and is renamed into place when complete,
-so a reader sees the old file or the new one, never half of one. Training state (optimizer moments, RNG
+so a reader sees the old file or the new one, never half of one; a model directory is written whole beside its
+target and swapped in (`save_model`). Training state (optimizer moments, RNG
 states, schedulers) is nested Python holding tensors: `save_state` splits it into a safetensors file (the
 tensors) and a JSON file (everything else), so loading it can never execute code, unlike `torch.load` of a
 pickle (docs/training.md, "Checkpoints").
@@ -17,27 +19,63 @@ from pathlib import Path
 from typing import Any, Callable
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(temporary)` and rename the result to `path`; on any failure the temporary file is removed and
-    `path` is untouched."""
+    `path` is untouched. Returns `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the result is an ordinary output file
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return path
 
 
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(text))
+def write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def write_json(path: Path, value: Any) -> None:
-    write_text(path, json.dumps(value))
+def write_json(path: Path, value: Any, indent: int | None = None) -> Path:
+    """JSON, with NumPy scalars written as numbers."""
+    return write_text(path, json.dumps(value, indent=indent, default=float))
+
+
+def write_jsonl(rows, path: Path) -> Path:
+    """One JSON object per line."""
+    return write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def save_figure(figure, path: Path, dpi: int = 110) -> Path:
+    """A matplotlib figure as PNG, atomically; the figure is closed either way."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=dpi))
+    finally:
+        plt.close(figure)
+
+
+def save_model(model, tokenizer, directory: Path, extra: Callable[[Path], None] | None = None) -> Path:
+    """A model in Hugging Face format with its tokenizer (and whatever `extra(folder)` adds, e.g. a model card),
+    written beside `directory` and moved into place only when complete; a failure (a full disk) leaves no
+    half-written folder and the previous one intact."""
+    directory = Path(directory)
+    tmp = directory.with_name(directory.name + ".tmp")
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if extra is not None:
+            extra(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, directory)
+    return directory
 
 
 def read_json(path: Path) -> Any:

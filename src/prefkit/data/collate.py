@@ -56,8 +56,10 @@ def collate_unpaired(examples: list[UnpairedExample], pad_token_id: int) -> dict
     return batch
 
 
-def pad_sequences(sequences: list[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded input_ids / attention_mask / completion_mask [N, T] from (prompt ids, completion ids)."""
+def pad_sequences(sequences: list[tuple[list[int], list[int]]], pad_token_id: int,
+                  device=None) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids / attention_mask / completion_mask [N, T] from (prompt ids, completion ids), on
+    `device` (default: the CPU)."""
     if not sequences:
         raise PrefkitError("cannot collate an empty batch")
     if pad_token_id is None:
@@ -71,4 +73,5 @@ def pad_sequences(sequences: list[tuple[list[int], list[int]]], pad_token_id: in
         input_ids[row, :end] = torch.tensor(prompt + completion, dtype=torch.long)
         attention_mask[row, :end] = 1
         completion_mask[row, len(prompt):end] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+    return batch if device is None else {k: v.to(device) for k, v in batch.items()}

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +18,7 @@ from prefkit.data.formats import BadRow, DataFormat, Record, detect_format, pars
 from prefkit.data.sources import load_rows
 from prefkit.data.tokenize import Encoded, Encoder, RowProblem
 from prefkit.errors import PrefkitError
+from prefkit.io import write_jsonl
 
 BAD_ROWS_SHOWN = 20
 FINGERPRINT_VERSION = "prefkit.data/1"  # bump when a tokenization rule changes: old caches become stale
@@ -124,13 +123,5 @@ def _fingerprint(settings: dict, examples) -> str:
 
 def _write_skipped(run_dir: Path, name: str, bad: list[BadRow]) -> None:
     """skipped_rows.jsonl, written whole or not at all (temp file + os.replace), empty when nothing was skipped."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"file": name, "row": p.row, "field": p.field, "reason": p.reason}) + "\n" for p in bad]
-    handle, temp = tempfile.mkstemp(dir=run_dir, prefix=".skipped_rows.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.writelines(lines)
-        os.replace(temp, run_dir / "skipped_rows.jsonl")
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    write_jsonl([{"file": name, "row": p.row, "field": p.field, "reason": p.reason} for p in bad],
+                run_dir / "skipped_rows.jsonl")

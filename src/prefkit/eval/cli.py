@@ -5,7 +5,6 @@ DIR/report.md + DIR/report.html (self-contained). See docs/eval.md."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -58,7 +57,7 @@ def _run(args: argparse.Namespace) -> int:
     from prefkit.eval.report import render_report
     from prefkit.eval.sections import report_sections
     from prefkit.judges import load_judge
-    from prefkit.games.plots import atomic_write
+    from prefkit.io import write_json
     from prefkit.modeling.load import load_model, load_tokenizer
 
     torch.manual_seed(args.seed)
@@ -79,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     results["inputs"] = {"model": args.model, "reference": args.reference, "data": args.data, "judge": args.judge,
                          "task": args.task, "prompts": args.prompts}
     out = Path(args.out)
-    atomic_write(out / "eval.json", lambda f: f.write(json.dumps(results, indent=1).encode("utf-8")))
+    write_json(out / "eval.json", results, indent=1)
     figures = plot_results(results, out)
     header = "\n".join(f"- {k}: `{v}`" for k, v in results["inputs"].items() if v not in (None, False))
     md, page = render_report(f"prefkit eval: {args.model}", report_sections(results, figures, header), out)

@@ -34,7 +34,7 @@ def token_entropies(model, sequences: Sequence[tuple[list[int], list[int]]], pad
     """For each (prompt ids, completion ids): H(π(· | x, y_<t)) at every completion position t, teacher-forced
     on the completion (the full next-token distribution, not the sampled token's log-prob). The output head runs
     over chunks of positions so that [B, T, V] logits are never held at once."""
-    from prefkit.tasks.policy import collate
+    from prefkit.data.collate import pad_sequences
 
     device = next(model.parameters()).device
     head, decoder = model.get_output_embeddings(), model.get_decoder()
@@ -42,7 +42,7 @@ def token_entropies(model, sequences: Sequence[tuple[list[int], list[int]]], pad
     out = []
     for start in range(0, len(sequences), batch_size):
         chunk = list(sequences[start:start + batch_size])
-        batch = collate(chunk, pad_token_id, device)
+        batch = pad_sequences(chunk, pad_token_id, device)
         hidden = decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         # Position t-1 predicts token t: the completion's predictive positions are its mask shifted left by one.
         predicts = F.pad(batch["completion_mask"][:, 1:], (0, 1)).bool()

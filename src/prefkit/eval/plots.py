@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from prefkit.games.plots import atomic_write
+from prefkit.io import save_figure
 
 
 def _pyplot():
@@ -18,13 +18,6 @@ def _pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def _save(figure, path) -> Path:
-    try:
-        return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
-    finally:
-        _pyplot().close(figure)
 
 
 def _histogram(values, path, *, title: str, xlabel: str, marker: float | None = None) -> Path:
@@ -38,7 +31,7 @@ def _histogram(values, path, *, title: str, xlabel: str, marker: float | None = 
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _bars(groups: dict[str, list[float]], labels: list[str], path, *, title: str, ylabel: str,
@@ -56,7 +49,7 @@ def _bars(groups: dict[str, list[float]], labels: list[str], path, *, title: str
     axis.grid(True, axis="y", alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _cosines(section: dict, path) -> Path:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from prefkit.errors import PrefkitError
-from prefkit.games.plots import atomic_write
+from prefkit.io import write_text
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:60rem;margin:2rem auto;
@@ -148,6 +148,6 @@ def render_report(title: str, sections: Sequence[tuple], out_dir, *, name: str =
     document = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
                 f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>\n"
                 + "\n".join(page) + "\n</body></html>\n")
-    md_path = atomic_write(out_dir / f"{name}.md", lambda f: f.write("\n".join(md).encode("utf-8")))
-    html_path = atomic_write(out_dir / f"{name}.html", lambda f: f.write(document.encode("utf-8")))
+    md_path = write_text(out_dir / f"{name}.md", "\n".join(md))
+    html_path = write_text(out_dir / f"{name}.html", document)
     return md_path, html_path

@@ -13,8 +13,8 @@ from pathlib import Path
 from prefkit.errors import PrefkitError
 
 DEFAULTS = {  # per family: step size, magnet strength, algorithms (MPO's Kuhn figure uses MMD's eta=0.1, alpha=1)
-    "matrix": {"eta": 0.5, "alpha": 0.2, "algorithms": "mpo,mmd,inpo,sppo,nash-md"},
-    "kuhn": {"eta": 0.1, "alpha": 1.0, "algorithms": "md,mmd,mmd-moving,mpo"},
+    "matrix": {"eta": 0.5, "alpha": 0.2, "algorithms": "mpo,mmd,inpo,sppo,nash_md"},
+    "kuhn": {"eta": 0.1, "alpha": 1.0, "algorithms": "md,mmd,mmd_moving,mpo"},
 }
 
 
@@ -25,8 +25,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--game", default="cyclic3",
                         help="cyclic3, rps, perturbed-rps, random, bradley-terry, mixture, kuhn, or FILE.csv|FILE.npy")
     parser.add_argument("--algorithms", default=None,
-                        help="comma-separated: mpo, mmd, mmd-moving, inpo, comal, sppo|mwu|md, nash-md, online-ipo, "
-                             "extragradient, optimistic-mwu (default depends on the game)")
+                        help="comma-separated: mpo, mmd, mmd_moving, inpo, comal, sppo|mwu|md, nash_md, online_ipo, "
+                             "extragradient, optimistic_mwu (default depends on the game)")
     parser.add_argument("--steps", type=int, default=5000)
     parser.add_argument("--eta", type=float, default=None, help="step size (default 0.5; Kuhn 0.1)")
     parser.add_argument("--alpha", type=float, default=None,
@@ -130,7 +130,8 @@ def _run(args) -> int:
     from prefkit.games.driver import simulate
     from prefkit.games.dynamics import canonical_name
     from prefkit.games.metrics import nash
-    from prefkit.games.plots import atomic_write, plot_gaps, plot_simplex
+    from prefkit.games.plots import plot_gaps, plot_simplex
+    from prefkit.io import write_text
 
     family = "kuhn" if args.game == "kuhn" else "matrix"
     defaults = DEFAULTS[family]
@@ -161,7 +162,7 @@ def _run(args) -> int:
     text = io.StringIO()
     np.savetxt(text, np.column_stack(list(columns.values())), delimiter=",", header=",".join(columns),
                comments="", fmt=["%d"] + ["%.6e"] * (len(columns) - 1))
-    written = [atomic_write(args.out / "gaps.csv", lambda file: file.write(text.getvalue().encode()))]
+    written = [write_text(args.out / "gaps.csv", text.getvalue())]
     title = f"{args.game}: {gap_name} (solid: last iterate, dashed: average)"
     written.append(plot_gaps(runs, args.out / "gaps.png", title=title, ylabel=gap_name, logx=family == "kuhn"))
     if equilibrium is not None and len(equilibrium) == 3:

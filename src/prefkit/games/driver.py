@@ -126,7 +126,7 @@ def magnet_schedule(key, eta, alpha, refresh_every, refresh_tol, magnet_rate) ->
         raise PrefkitError(f"{key} has no magnet; alpha must be 0 (got {alpha}); use mmd or mpo for a magnet")
     if spec.magnet == "required" and alpha == 0:
         raise PrefkitError(f"{key} needs a magnet strength alpha > 0")
-    if key in ("inpo", "comal", "nash-md") and eta * alpha >= 1:
+    if key in ("inpo", "comal", "nash_md") and eta * alpha >= 1:
         raise PrefkitError(f"{key} needs eta * alpha < 1 (the weight on the old policy is 1 - eta * alpha); "
                            f"got eta={eta}, alpha={alpha}")
     if refresh_every is not None and not (isinstance(refresh_every, (int, np.integer)) and refresh_every > 0):

@@ -14,7 +14,7 @@ of each action against the current policy, q = P pi, and mu is the magnet (refer
     optimistic MWU   the MMD step with q replaced by 2 q_t - q_(t-1)
 
 MPO and COMAL are MMD and INPO whose magnet the driver refreshes (their `refresh` default); with alpha = 0
-extragradient and optimistic MWU are the unregularised mirror-prox and OMWU.
+extragradient and optimistic MWU are the unregularised mirror_prox and OMWU.
 """
 
 from __future__ import annotations
@@ -65,8 +65,8 @@ def inpo(s: Step) -> np.ndarray:
 
 
 def nash_md(s: Step) -> np.ndarray:
-    tau = s.eta * s.alpha
-    log_mix = normalise((1.0 - tau) * s.log_pi + tau * s.log_mu)
+    mixture_coef = s.eta * s.alpha  # the opponent's share of the magnet: `mixture_coef` of `prefkit selfplay`
+    log_mix = normalise((1.0 - mixture_coef) * s.log_pi + mixture_coef * s.log_mu)
     return log_mix + s.eta * s.win_rate(np.exp(log_mix))
 
 
@@ -105,22 +105,23 @@ ALGORITHMS: dict[str, Algorithm] = {
     "mwu": Algorithm(mwu, "none", summary="multiplicative weights = SPPO in tabular form"),
     "mmd": Algorithm(mmd, "required", summary="magnetic mirror descent, fixed magnet"),
     "mpo": Algorithm(mmd, "required", refresh=True, summary="MMD with the magnet reset to the policy periodically"),
-    "mmd-moving": Algorithm(mmd, "required", magnet_rate=0.05, summary="MMD with a geometrically trailing magnet"),
+    "mmd_moving": Algorithm(mmd, "required", magnet_rate=0.05, summary="MMD with a geometrically trailing magnet"),
     "inpo": Algorithm(inpo, "required", summary="online mirror descent with a fixed KL-to-reference"),
     "comal": Algorithm(inpo, "required", refresh=True, summary="INPO inner solver with reference refresh"),
-    "nash-md": Algorithm(nash_md, "required", summary="mirror descent against the geometric-mixture opponent"),
-    "online-ipo": Algorithm(online_ipo, "required", summary="exact expected online-IPO gradient on the logits"),
+    "nash_md": Algorithm(nash_md, "required", summary="mirror descent against the geometric-mixture opponent"),
+    "online_ipo": Algorithm(online_ipo, "required", summary="exact expected online-IPO gradient on the logits"),
     "extragradient": Algorithm(extragradient, "optional", summary="mirror prox: two steps per iteration"),
-    "optimistic-mwu": Algorithm(optimistic_mwu, "optional", summary="MWU with the optimistic 2 q_t - q_(t-1)"),
+    "optimistic_mwu": Algorithm(optimistic_mwu, "optional", summary="MWU with the optimistic 2 q_t - q_(t-1)"),
 }
 
-ALIASES = {"sppo": "mwu", "md": "mwu", "omd": "inpo", "nashmd": "nash-md", "ipo": "online-ipo",
-           "mirror-prox": "extragradient", "eg": "extragradient", "omwu": "optimistic-mwu"}
+ALIASES = {"sppo": "mwu", "md": "mwu", "omd": "inpo", "nashmd": "nash_md", "ipo": "online_ipo",
+           "mirror_prox": "extragradient", "eg": "extragradient", "omwu": "optimistic_mwu"}
 
 
 def canonical_name(name: str) -> str:
-    """Map user spellings (`nash_md`, `SPPO`, `omwu`) to a registry key, or raise naming the known ones."""
-    key = str(name).strip().lower().replace("_", "-")
+    """Map user spellings (`nash-md`, `SPPO`, `omwu`) to a registry key, or raise naming the known ones. The keys
+    are the loss names of prefkit.losses where a loss fits the dynamic (`nash_md`, `online_ipo`)."""
+    key = str(name).strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in ALGORITHMS:
         known = ", ".join(sorted(ALGORITHMS) + sorted(ALIASES))

@@ -1,43 +1,18 @@
 """Figures of the games lab: gap against iterations (last iterate solid, average dashed) and, for three-action
 games, the trajectories on the simplex. matplotlib is imported inside the functions so that the CLI and the
-library import fast; files are written atomically (temporary file, then os.replace).
+library import fast; files are written atomically (prefkit.io).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from prefkit.io import save_figure
+
 # Gaps are plotted on a log axis; exact zeros and rounding noise below this are drawn at the floor.
 FLOOR = 1e-16
-
-
-def atomic_write(path, write) -> Path:
-    """Call write(file_object) on a temporary file next to `path`, then move it into place in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the result is an ordinary output file
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
-    return path
-
-
-def _save(figure, path) -> Path:
-    import matplotlib.pyplot as plt
-
-    try:
-        return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
-    finally:
-        plt.close(figure)
 
 
 def plot_gaps(runs: dict, path, *, title: str, ylabel: str = "duality gap", logx: bool = False) -> Path:
@@ -63,7 +38,7 @@ def plot_gaps(runs: dict, path, *, title: str, ylabel: str = "duality gap", logx
     axis.grid(True, which="major", alpha=0.3)
     axis.legend(fontsize=7, ncol=2, loc="lower left")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _to_plane(pi):
@@ -95,4 +70,4 @@ def plot_simplex(runs: dict, path, *, equilibrium=None, labels=("a", "b", "c"), 
     axis.set_title(title)
     axis.legend(fontsize=7, loc="upper right")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path)

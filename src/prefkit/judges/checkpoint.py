@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from prefkit.io import atomic_write
 
 
 def digest(prompts: list, responses: list[list]) -> str:
@@ -45,13 +45,10 @@ def load(path: Path, inputs: str, judge: str, k: int) -> list[np.ndarray]:
 
 def save(path: Path, matrices: list[np.ndarray], inputs: str, judge: str, k: int) -> None:
     """Replace the checkpoint by `matrices` (the first len(matrices) prompts), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     stacked = np.stack(matrices) if matrices else np.zeros((0, k, k))
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:  # a file object, so numpy does not append ".npz" to the name
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as file:  # a file object, so numpy does not append ".npz" to the name
             np.savez(file, matrices=stacked, inputs=np.array(inputs), judge=np.array(judge))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+
+    atomic_write(path, write)

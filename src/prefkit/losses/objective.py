@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from prefkit.errors import PrefkitError
-from prefkit.losses.registry import KINDS, LossResult, LossSpec, _split_hyperparameters, combine, get
+from prefkit.losses.registry import KINDS, LossResult, LossSpec, split_hyperparameters, combine, get
 from prefkit.losses.statistics import Statistic
 
 
@@ -34,7 +34,7 @@ class Objective:
         weights = [1.0] * len(specs) if weights is None else [float(w) for w in weights]
         if len(weights) != len(specs):
             raise PrefkitError(f"got {len(weights)} weights for {len(specs)} losses")
-        given = _split_hyperparameters(specs, dict(hyperparameters or {}))
+        given = split_hyperparameters(specs, dict(hyperparameters or {}))
         self.names = names
         self.components = [Component(spec, weight, spec.check_hyperparameters(hps), [s() for s in spec.statistics])
                            for spec, weight, hps in zip(specs, weights, given)]

@@ -236,7 +236,7 @@ def evaluate(
     given = dict(chosen_logps=chosen_logps, rejected_logps=rejected_logps, ref_chosen_logps=ref_chosen_logps,
                  ref_rejected_logps=ref_rejected_logps, **inputs_and_hyperparameters)
     inputs, hyperparameters = split_arguments(components, given)
-    per_component = _split_hyperparameters(components, hyperparameters)
+    per_component = split_hyperparameters(components, hyperparameters)
     return combine(components, weights, [inputs] * len(components), per_component)
 
 
@@ -283,7 +283,7 @@ def compute(
                     **inputs_and_hyperparameters).losses
 
 
-def _split_hyperparameters(components: list[LossSpec], hyperparameters: Mapping) -> list[dict]:
+def split_hyperparameters(components: list[LossSpec], hyperparameters: Mapping) -> list[dict]:
     per_component: list[dict] = [{} for _ in components]
     for key, value in hyperparameters.items():
         target, _, parameter = key.rpartition(".")

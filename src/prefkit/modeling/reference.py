@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from prefkit.io import atomic_write
 from prefkit.modeling.logprobs import batch_logps
 
 Tensor = torch.Tensor
@@ -93,7 +94,4 @@ def load_cached(path: Path) -> Tensor | None:
 def save_cached(path: Path, table: Tensor) -> None:
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"logps": table.contiguous()}, str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file({"logps": table.contiguous()}, str(tmp)))

@@ -17,7 +17,7 @@ from prefkit import lazy
 # prefkit.tasks.cli, and with it this package) does not import torch.
 _EXPORTS = {**dict.fromkeys(("CYCLIC_GAMES", "MALFORMED_LOSS", "REFERENCE_MALFORMED", "CyclicGame", "PromptSpec"),
                             "families"),
-            **dict.fromkeys(("label_pairs", "preference_rows", "unpaired_rows", "write_jsonl"), "offline"),
+            **dict.fromkeys(("label_pairs", "preference_rows", "unpaired_rows"), "offline"),
             **dict.fromkeys(("canonical_distribution", "canonical_distributions", "completion_logps",
                              "completion_nll", "cyclic_games", "encode_completion", "encode_prompt", "exact_gap",
                              "exact_gaps", "pretrain", "reference_model", "sample_responses"), "policy"),

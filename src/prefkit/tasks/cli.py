@@ -24,8 +24,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from prefkit.tasks import SyntheticTask, preference_rows, reference_model, unpaired_rows, write_jsonl
-    from prefkit.io import replace_dir
+    from prefkit.io import save_model, write_jsonl
+    from prefkit.tasks import SyntheticTask, preference_rows, reference_model, unpaired_rows
 
     torch.set_num_threads(1)  # the tiny model runs faster on one thread than on two that wait on each other
     out = Path(args.out)
@@ -33,10 +33,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=args.steps, desc="pre-train reference", unit="step") as bar:
         model, tokenizer = reference_model(task, seed=args.seed, steps=args.steps,
                                            progress=lambda step, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
-    tmp = out / "reference.tmp"
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, out / "reference")
+    save_model(model, tokenizer, out / "reference")
     for split, name in (("train", "preferences.jsonl"), ("eval", "preferences_eval.jsonl")):
         rows = preference_rows(task, task.prompts(split=split), args.responses_per_prompt, seed=args.seed)
         write_jsonl(rows, out / name)

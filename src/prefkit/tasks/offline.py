@@ -6,10 +6,6 @@ strings (standard) or [{"role", "content"}] lists (conversational), written as J
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import tempfile
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -69,19 +65,3 @@ def unpaired_rows(rows: Sequence[dict]) -> list[dict]:
         out.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
         out.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
     return out
-
-
-def write_jsonl(rows: Sequence[dict], path) -> Path:
-    """Write one JSON object per line, atomically: the file appears complete or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

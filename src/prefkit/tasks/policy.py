@@ -19,15 +19,10 @@ from prefkit.modeling.generation import encode_completion, encode_prompt, genera
 from prefkit.modeling.logprobs import sequence_logps
 
 
-def collate(pairs: Sequence[tuple[list[int], list[int]]], pad_id: int, device=None) -> dict:
-    """Right-padded input_ids, attention_mask and completion_mask from (prompt ids, completion ids) pairs."""
-    return {k: v.to(device) for k, v in pad_sequences(list(pairs), pad_id).items()}
-
-
 def completion_logps(model, tokenizer, prompts: Sequence, responses: Sequence) -> torch.Tensor:
     """log π(response + EOS | prompt) for each (prompt, response) pair, shape [B]."""
     pairs = [(encode_prompt(tokenizer, p), encode_completion(tokenizer, r)) for p, r in zip(prompts, responses)]
-    batch = collate(pairs, tokenizer.pad_token_id, model.device)
+    batch = pad_sequences(pairs, tokenizer.pad_token_id, model.device)
     return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).logps
 
 
@@ -45,7 +40,7 @@ def completion_nll(model, tokenizer, rows: Sequence[dict], batch_size: int = 256
     total, tokens = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(pairs), batch_size):
-            batch = collate(pairs[start:start + batch_size], tokenizer.pad_token_id, model.device)
+            batch = pad_sequences(pairs[start:start + batch_size], tokenizer.pad_token_id, model.device)
             out = sequence_logps(model, **batch)
             total, tokens = total - out.logps.sum().item(), tokens + int(out.lengths.sum().item())
     return total / max(tokens, 1)
@@ -71,7 +66,7 @@ def pretrain(model, tokenizer, rows: Sequence[dict], *, steps: int = 1500, batch
     model.train()
     for step in range(steps):
         picks = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
-        out = sequence_logps(model, **collate([pairs[i] for i in picks], tokenizer.pad_token_id, model.device))
+        out = sequence_logps(model, **pad_sequences([pairs[i] for i in picks], tokenizer.pad_token_id, model.device))
         loss = -out.logps.sum() / out.lengths.sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -5,25 +5,19 @@ moved into place only when complete."""
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
 from prefkit.losses import get
-from prefkit.io import replace_dir
+from prefkit.io import save_model
 
 
 def save_final(model, tokenizer, final: Path, config, data, metrics: dict) -> None:
-    tmp = final.with_name(final.name + ".tmp")
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(config, data, metrics))
-        (tmp / "prefkit_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-    except OSError:  # a full disk: leave no half-written directory behind, and the previous final/ intact
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, final)
+    def card(folder: Path) -> None:
+        (folder / "README.md").write_text(model_card(config, data, metrics))
+        (folder / "prefkit_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+
+    save_model(model, tokenizer, final, extra=card)
 
 
 def model_card(config, data, metrics: dict) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from prefkit import losses
 from prefkit.errors import PrefkitError, RunStopped
-from prefkit.io import atomic_write, read_json, replace_dir, write_json
+from prefkit.io import atomic_write, read_json, save_figure, save_model, write_json
 from prefkit.modeling.generation import Sample, encode_prompt, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
@@ -101,7 +101,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
     bar.close()
     _plot(out)
     final = out / "final"
-    _save_model(model, tokenizer, final)
+    save_model(model, tokenizer, final)
     return final
 
 
@@ -144,10 +144,10 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
         metrics["eta"] = float(config.loss_params_at(t)["eta"])
     metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
                    train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
-    _save_model(model, tokenizer, folder / "policy")
+    save_model(model, tokenizer, folder / "policy")
     if refreshed:
         magnet.model.load_state_dict(model.state_dict())
-        _save_model(magnet.model, tokenizer, run.out / "magnet")  # for users; resume reads iter-NNNN/policy
+        save_model(magnet.model, tokenizer, run.out / "magnet")  # for users; resume reads iter-NNNN/policy
         run.state["magnet"] = t
     run.tracker.log(t, metrics)
     run.state["completed"] = t
@@ -361,13 +361,6 @@ def _score(folder, model, magnet_model, examples, tokenizer, config, per_respons
     return tables
 
 
-def _save_model(model, tokenizer, directory: Path) -> None:
-    tmp = directory.with_name(directory.name + ".tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    replace_dir(tmp, directory)
-
-
 def _read_state(out: Path) -> dict:
     path = out / "state.json"
     return read_json(path) if path.is_file() else {"completed": 0, "magnet": 0}
@@ -399,6 +392,4 @@ def _plot(out: Path) -> None:
         ax.set_title(name)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        atomic_write(out / "plots" / f"{name.replace('/', '_')}.png",
-                     lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-        plt.close(fig)
+        save_figure(fig, out / "plots" / f"{name.replace('/', '_')}.png", dpi=100)
