@@ -2,7 +2,7 @@
 
 The population check: on a 3x3 cyclic preference game, pairs (y, y') ~ π_t x π_t are labelled by the oracle;
 minimising the expected loss over tabular logits must land exactly on the closed-form update of
-selfplay-and-mpo.md §2.5 (MMD for MPO, OMD for INPO, multiplicative weights for MPO with α = 0).
+docs/games.md's table of algorithms (MMD for MPO, OMD for INPO, multiplicative weights for MPO with α = 0).
 """
 
 import itertools

@@ -169,20 +169,19 @@ def _selfplay(name, loss, params, refresh, reference_dir, out, settings, seed):
 def _exact(model, tokenizer, task, evaluation, cyclic, reference, settings, seed) -> dict:
     """Exact win rate against the reference (over the canonical sets, malformed mass included), exact duality
     gap on the cyclic prompts, mass outside the canonical sets, and the entropy of generated answers."""
-    from prefkit.eval.entropy import mean_token_entropy, token_entropies
-    from prefkit.games import duality_gap
-    from prefkit.modeling.generation import encode_prompt, generate
+    from prefkit.eval.entropy import sample_entropy
+    from prefkit.eval.gaps import exact_gap_metrics
+    from prefkit.modeling.generation import generate
     from prefkit.tasks import canonical_distributions
 
     mine = canonical_distributions(model, tokenizer, task, evaluation)
     theirs = canonical_distributions(reference, tokenizer, task, evaluation)
     wins = [task.win_rate(p, a, b, ao, bo) for p, (a, ao), (b, bo) in zip(evaluation, mine, theirs)]
-    gaps = [duality_gap(task.preference_matrix(p), pi) for p, (pi, _) in zip(evaluation, mine) if p in cyclic]
     prompts = evaluation[:settings.eval_samples]
     samples = [g[0] for g in generate(model, tokenizer, prompts, 1, seed=seed, max_new_tokens=8)]
-    entropy = mean_token_entropy(token_entropies(model, [(encode_prompt(tokenizer, p), s.ids or [tokenizer.eos_token_id])
-                                                         for p, s in zip(prompts, samples)], tokenizer.pad_token_id))
-    return {"win_rate_vs_reference": float(np.mean(wins)), "duality_gap": float(np.mean(gaps)),
+    entropy = sample_entropy(model, tokenizer, prompts, samples)
+    gap = exact_gap_metrics(model, tokenizer, task, [p for p in evaluation if p in cyclic])["mean_gap"]
+    return {"win_rate_vs_reference": float(np.mean(wins)), "duality_gap": gap,
             "mass_outside": float(np.mean([o for _, o in mine])), "entropy": entropy}
 
 

@@ -19,7 +19,7 @@ _EXPORTS = {
     "pair_logps": "pairs", "ranking_metrics": "pairs", "PairLogps": "pairs",
     "entropy_from_logits": "entropy", "token_entropies": "entropy", "ngram_entropy": "entropy",
     "distinct_n": "entropy", "repetition_rate": "entropy", "text_statistics": "entropy",
-    "length_statistics": "entropy", "mean_token_entropy": "entropy",
+    "length_statistics": "entropy", "mean_token_entropy": "entropy", "sample_entropy": "entropy",
     "sample": "samples", "Samples": "samples",
     "as_judge": "winrate", "mean_ci": "winrate", "judge_samples": "winrate",
     "exact_gap_metrics": "gaps",

@@ -1,4 +1,4 @@
-"""The gradient-entanglement diagnostic (arXiv 2410.13828; offline-losses.md §4(b)).
+"""The gradient-entanglement diagnostic (Yuan et al., arXiv 2410.13828; docs/eval.md, "Metrics").
 
 For each pair, g_w = ∇_θ log π(y_w|x) and g_l = ∇_θ log π(y_l|x) over a parameter subset. A DPO step (margin
 loss with a = b) moves the log-likelihoods, to first order, by
@@ -17,10 +17,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from prefkit.data.collate import PairExample, collate_pairs
+from prefkit.data.collate import PairExample
 from prefkit.errors import PrefkitError
 from prefkit.eval.ranking import summary
-from prefkit.modeling.logprobs import sequence_logps
+from prefkit.modeling.logprobs import score
 
 # Where decoder architectures keep their stack of blocks (Llama/Mistral/Qwen, GPT-2, BERT-style, others).
 _LAYER_ATTRIBUTES = ("layers", "h", "layer", "blocks")
@@ -66,7 +66,6 @@ def pair_gradients(model, examples: list[PairExample], pad_token_id: int, *, par
     if params not in PARAMETER_SUBSETS:
         raise PrefkitError(f"unknown parameter subset {params!r}; choose one of {', '.join(PARAMETER_SUBSETS)}")
     subset = PARAMETER_SUBSETS[params](model, layers)
-    device = next(model.parameters()).device
     was_training, needed = model.training, [p.requires_grad for p in subset]
     model.eval()  # no dropout: the gradient of the function being evaluated
     out = {"dot": [], "norm_w2": [], "norm_l2": []}
@@ -74,10 +73,9 @@ def pair_gradients(model, examples: list[PairExample], pad_token_id: int, *, par
         for p in subset:
             p.requires_grad_(True)
         for example in examples:
-            batch = collate_pairs([example], pad_token_id)
             with torch.enable_grad():
-                logps = sequence_logps(model, *(batch[k].to(device) for k in
-                                                ("input_ids", "attention_mask", "completion_mask"))).logps
+                logps = score(model, [(example.prompt_ids, [example.chosen_ids, example.rejected_ids])],
+                              packing=False)
                 g_w = torch.autograd.grad(logps[0], subset, retain_graph=True, allow_unused=True)
                 g_l = torch.autograd.grad(logps[1], subset, allow_unused=True)
             dot = nw = nl = 0.0

@@ -1,5 +1,5 @@
-"""Entropy and diversity of generations (offline-losses.md §4(f), the measurements behind StaPO's "stable
-entropy" claim): the mean per-token predictive entropy of the model on its own samples, and surface statistics of
+"""Entropy and diversity of generations (docs/eval.md, "Generation entropy": the measurements behind StaPO's
+"stable entropy" claim): the mean per-token predictive entropy of the model on its own samples, and surface statistics of
 the generated text (n-gram entropy, distinct-n, repetition rate), plus length statistics.
 
 All entropies are in nats. Text n-grams are over whitespace-separated words, pooled across generations but never
@@ -107,8 +107,17 @@ def length_statistics(lengths: Sequence[int], stopped: Sequence[bool] | None = N
 
 
 def mean_token_entropy(per_sequence: Sequence[np.ndarray]) -> float:
-    """H_tok = (1/N) Σ over samples of the mean entropy over that sample's positions (§4(f) item 1)."""
+    """H_tok = (1/N) Σ over samples of the mean entropy over that sample's positions (docs/eval.md)."""
     means = [float(h.mean()) for h in per_sequence if h.size]
     if not means:
         raise PrefkitError("no completion positions to measure entropy on")
     return float(np.mean(means))
+
+
+def sample_entropy(model, tokenizer, prompts: Sequence, samples: Sequence) -> float:
+    """H_tok of generated answers: `samples[i]` (a prefkit.modeling.generation.Sample) answers `prompts[i]`; an
+    empty answer counts as the EOS token it stopped on."""
+    from prefkit.modeling.generation import encode_prompt
+
+    sequences = [(encode_prompt(tokenizer, p), s.ids or [tokenizer.eos_token_id]) for p, s in zip(prompts, samples)]
+    return mean_token_entropy(token_entropies(model, sequences, tokenizer.pad_token_id))

@@ -9,19 +9,16 @@ from typing import Sequence
 
 import numpy as np
 
-from prefkit.games import duality_gap
-
 
 def exact_gap_metrics(model, tokenizer, task, prompts: Sequence[str] | None = None) -> dict:
     """Per prompt (default: the task's cyclic eval prompts): gap, mass outside the canonical set and the
-    distribution itself; plus the mean gap and mean outside mass."""
-    from prefkit.tasks import canonical_distributions
+    distribution itself; plus the mean gap and mean outside mass. The one place the evaluation, the self-play
+    loop and the demo get exact gaps from."""
+    from prefkit.tasks import canonical_gaps
 
     prompts = list(prompts) if prompts is not None else task.prompts("cyclic", "eval")
-    rows = []
-    for prompt, (probs, outside) in zip(prompts, canonical_distributions(model, tokenizer, task, prompts)):
-        rows.append({"prompt": prompt, "gap": float(duality_gap(task.preference_matrix(prompt), probs)),
-                     "outside": float(outside),
-                     "distribution": dict(zip(task.canonical(prompt), map(float, probs)))})
+    rows = [{"prompt": prompt, "gap": gap, "outside": float(outside),
+             "distribution": dict(zip(task.canonical(prompt), map(float, probs)))}
+            for prompt, (gap, probs, outside) in zip(prompts, canonical_gaps(model, tokenizer, task, prompts))]
     return {"prompts": rows, "mean_gap": float(np.mean([r["gap"] for r in rows])),
             "mean_outside": float(np.mean([r["outside"] for r in rows]))}

@@ -1,6 +1,6 @@
 """Metrics of a model on a preference data set: sequence log-probs of every pair's chosen and rejected completion
-(the same `sequence_logps` the losses use), then ranking accuracy R and R̃, and, given a reference model, the
-reference's own rankings, the idealised ranking accuracy R*, flips and reward margins (prefkit.eval.ranking)."""
+(the log-prob engine the losses train with, `prefkit.modeling.score`), then ranking accuracy R and R̃, and,
+given a reference model, the reference's own rankings, the idealised ranking accuracy R*, flips and reward margins (prefkit.eval.ranking)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from prefkit.data.collate import PairExample, collate_pairs
+from prefkit.data.collate import PairExample
 from prefkit.errors import PrefkitError
 from prefkit.eval import ranking
-from prefkit.modeling.logprobs import sequence_logps
 
 
 @dataclass
@@ -43,23 +42,18 @@ def pair_examples(data, tokenizer, max_pairs: int | None = None) -> list[PairExa
 
 @torch.no_grad()
 def pair_logps(model, examples: list[PairExample], pad_token_id: int, batch_size: int = 32) -> PairLogps:
-    """log π(y_w|x), log π(y_l|x) and their lengths for every pair, batched; the model's mode is left as is."""
+    """log π(y_w|x), log π(y_l|x) and their lengths for every pair, batched (prefkit.modeling.score); the
+    model's mode is left as is. `pad_token_id` is unused: the engine needs no padding token."""
+    from prefkit.modeling import score
+
     parts = []
-    device = next(model.parameters()).device
-    for start in range(0, len(examples), batch_size):
-        batch = collate_pairs(examples[start:start + batch_size], pad_token_id)
-        out = sequence_logps(model, *(batch[k].to(device) for k in ("input_ids", "attention_mask", "completion_mask")))
-        parts.append((out.logps.double().cpu().numpy(), out.lengths.double().cpu().numpy()))
-    logps, lengths = np.concatenate([p for p, _ in parts]), np.concatenate([n for _, n in parts])
-    # Each batch stacks its chosen rows, then its rejected rows: undo that per batch.
-    chosen, rejected, len_w, len_l = [], [], [], []
-    offset = 0
-    for start in range(0, len(examples), batch_size):
-        b = len(examples[start:start + batch_size])
-        chosen.append(logps[offset:offset + b]), rejected.append(logps[offset + b:offset + 2 * b])
-        len_w.append(lengths[offset:offset + b]), len_l.append(lengths[offset + b:offset + 2 * b])
-        offset += 2 * b
-    return PairLogps(*(np.concatenate(x) for x in (chosen, rejected, len_w, len_l)))
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            groups = [(e.prompt_ids, [e.chosen_ids, e.rejected_ids]) for e in examples[start:start + batch_size]]
+            parts.append(score(model, groups).double().cpu().numpy().reshape(-1, 2))  # [chosen, rejected] rows
+    logps = np.concatenate(parts) if parts else np.zeros((0, 2))
+    lengths = np.array([[len(e.chosen_ids), len(e.rejected_ids)] for e in examples], dtype=np.float64).reshape(-1, 2)
+    return PairLogps(logps[:, 0], logps[:, 1], lengths[:, 0], lengths[:, 1])
 
 
 def ranking_metrics(policy: PairLogps, reference: PairLogps | None = None, *, beta: float = 0.1,

@@ -1,7 +1,7 @@
 """Ranking accuracy, idealised ranking accuracy and reward margins: pure NumPy functions of sequence log-probs.
 
 Definitions follow "Preference Learning Algorithms Do Not Learn Preference Rankings" (Chen et al., arXiv
-2405.19534) and TRL's reward metrics; the reference note is offline-losses.md §4(a). Inputs are per-pair arrays of
+2405.19534) and TRL's reward metrics, as docs/eval.md ("Metrics") states them. Inputs are per-pair arrays of
 summed completion log-probs ℓ(y) = log π(y | x) (EOS included) and completion lengths |y| in tokens. Nothing here
 runs a model: `prefkit.eval.pairs` computes the log-probs and calls these.
 """

@@ -2,7 +2,9 @@
 
 Every update works on log-policies (rows of logits, one row per game or per information set) and returns the
 next unnormalised log-policy; the driver (`prefkit.games.driver`) normalises, measures and moves the magnet.
-Formulas: reference note selfplay-and-mpo.md §2.2, §2.5, §4.3-4.6. In the closed forms below q is the win rate
+Formulas: docs/games.md (the table of algorithms) and the papers: MMD (Sokota et al. 2023, arXiv 2206.05825),
+MPO (arXiv 2410.16714), INPO (arXiv 2407.00617), SPPO (arXiv 2405.00675), Nash-MD (arXiv 2312.00886),
+online IPO (arXiv 2403.08635). In the closed forms below q is the win rate
 of each action against the current policy, q = P pi, and mu is the magnet (reference policy).
 
     MWU / SPPO       pi' ∝ pi exp(eta q)

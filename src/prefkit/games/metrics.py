@@ -1,6 +1,6 @@
 """Exact measures of how far a policy is from equilibrium in a preference game.
 
-Everything here follows the reference note (selfplay-and-mpo.md §1): the duality gap of symmetric self-play
+Definitions as in docs/games.md and the MPO paper (Wang et al. 2024, arXiv 2410.16714): the duality gap of symmetric self-play
 DG(pi) = 2 max_y P(y beats pi) - 1, its KL-regularised version, the Nash equilibrium by linear programming and
 the quantal-response equilibrium (QRE) of the regularised game, which is where a fixed magnet leads.
 All functions take one game (n x n) or a batch (k x n x n) and broadcast policies over the batch.

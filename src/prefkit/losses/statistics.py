@@ -7,11 +7,11 @@ resolved hyper-parameters, also inside a mixture. An instance gives the loss its
 across a resume. Statistics run on detached values: they never carry gradient.
 
 * `ReferenceKL`: KTO's reference point z0, from log-ratios on mismatched (prompt, completion) pairs, which the
-  trainer scores when an objective `needs_mismatched` (Ethayarajh et al. 2024, arXiv 2402.01306, §4.1).
+  trainer scores when an objective `needs_mismatched` (Ethayarajh et al. 2024, arXiv 2402.01306).
 * `RewardShift`: BCO's δ, the running mean of the implicit rewards seen so far (Jung et al. 2024, arXiv
-  2404.04656, eq. 8).
-* `GapSelection`: β-DPO's moving mean M0 and spread σ of the DPO logit h and its per-batch filter, which keeps
-  ⌊(1−ρ)B⌋ pairs drawn with weight exp(−½((h−M0)/σ)²) (Wu et al. 2024, arXiv 2407.08639, §4.2).
+  2404.04656).
+* `GapSelection`: β-DPO's moving mean M0 and spread σ (momentum 0.9) of the DPO logit h and its per-batch
+  filter, which keeps ⌊(1−ρ)B⌋ pairs drawn with weight exp(−½((h−M0)/σ)²) (Wu et al. 2024, arXiv 2407.08639).
 """
 
 from __future__ import annotations

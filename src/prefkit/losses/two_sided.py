@@ -3,7 +3,7 @@
 StaPO (OpenReview ke1f4IVR47) is known only from its abstract: one-sided contrastive losses push the
 contrastive logit (log-prob of chosen minus rejected) up without bound; a left margin keeps preference
 learning, a right margin stops the growth that erodes fluency. The exact published loss is NOT available.
-What follows is prefkit's reconstruction (shared/reference/offline-losses.md §3.3), in three variants.
+What follows is prefkit's reconstruction, in three variants (docs/losses.md, "Two-sided contrastive: StaPO").
 """
 
 from __future__ import annotations

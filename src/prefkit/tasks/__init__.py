@@ -20,7 +20,7 @@ _EXPORTS = {**dict.fromkeys(("CYCLIC_GAMES", "MALFORMED_LOSS", "REFERENCE_MALFOR
             **dict.fromkeys(("label_pairs", "preference_rows", "unpaired_rows"), "offline"),
             **dict.fromkeys(("canonical_distribution", "canonical_distributions", "completion_logps",
                              "completion_nll", "cyclic_games", "encode_completion", "encode_prompt", "exact_gap",
-                             "exact_gaps", "pretrain", "reference_model", "sample_responses"), "policy"),
+                             "exact_gaps", "canonical_gaps", "pretrain", "reference_model", "sample_responses"), "policy"),
             **dict.fromkeys(("KINDS", "OracleJudge", "SyntheticTask", "as_row"), "synthetic")}
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy.exports(__name__, _EXPORTS)

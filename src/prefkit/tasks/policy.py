@@ -20,10 +20,11 @@ from prefkit.modeling.logprobs import sequence_logps
 
 
 def completion_logps(model, tokenizer, prompts: Sequence, responses: Sequence) -> torch.Tensor:
-    """log π(response + EOS | prompt) for each (prompt, response) pair, shape [B]."""
-    pairs = [(encode_prompt(tokenizer, p), encode_completion(tokenizer, r)) for p, r in zip(prompts, responses)]
-    batch = pad_sequences(pairs, tokenizer.pad_token_id, model.device)
-    return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]).logps
+    """log π(response + EOS | prompt) for each (prompt, response) pair, shape [B] (prefkit.modeling.score)."""
+    from prefkit.modeling.logprobs import score
+
+    return score(model, [(encode_prompt(tokenizer, p), [encode_completion(tokenizer, r)])
+                         for p, r in zip(prompts, responses)])
 
 
 def _rows_to_pairs(tokenizer, rows: Sequence[dict]) -> list[tuple[list[int], list[int]]]:
@@ -131,10 +132,17 @@ def cyclic_games(model, tokenizer, task, split: str = "train") -> list[tuple[str
 
 
 def exact_gaps(model, tokenizer, task, prompts: Sequence[str]) -> np.ndarray:
-    """Duality gap DG(π) = 2 max_y P(y beats π) - 1 of the model's renormalised canonical distribution, per prompt."""
+    """Duality gap DG(π) = 2 max_y P(y beats π) - 1 of the model's renormalised canonical distribution, per prompt
+    (prefkit.eval.exact_gap_metrics adds the distributions and the mass outside the canonical sets)."""
+    return np.array([gap for gap, _, _ in canonical_gaps(model, tokenizer, task, prompts)])
+
+
+def canonical_gaps(model, tokenizer, task, prompts: Sequence[str]) -> list[tuple[float, np.ndarray, float]]:
+    """Per prompt: (exact duality gap, the renormalised canonical distribution, the mass outside the set)."""
     from prefkit.games import duality_gap
-    return np.array([float(duality_gap(task.preference_matrix(p), probs))
-                     for p, (probs, _) in zip(prompts, canonical_distributions(model, tokenizer, task, prompts))])
+
+    return [(float(duality_gap(task.preference_matrix(p), probs)), probs, outside)
+            for p, (probs, outside) in zip(prompts, canonical_distributions(model, tokenizer, task, prompts))]
 
 
 def exact_gap(model, tokenizer, task, prompt: str) -> float:

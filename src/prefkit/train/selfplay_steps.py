@@ -121,7 +121,8 @@ def iteration_metrics(judge, model, anchors: dict, tokenizer, prompts, answers, 
     """Win rates against π_0 and π_{t-1} (with 95% intervals), length, KL to the magnet and to π_0, generation
     entropy, and on the bundled task the exact duality gap on its cyclic prompts (with the mass outside the
     canonical sets). `anchors` maps "magnet" and "initial" to their models."""
-    from prefkit.eval.entropy import mean_token_entropy, token_entropies
+    from prefkit.eval.entropy import sample_entropy
+    from prefkit.eval.gaps import exact_gap_metrics
     from prefkit.eval.winrate import judge_samples
 
     repeated = [p for p in prompts for _ in range(config.eval_samples)]
@@ -131,23 +132,14 @@ def iteration_metrics(judge, model, anchors: dict, tokenizer, prompts, answers, 
         result = judge_samples(judge, repeated, texts, [o.text for o in other])
         metrics.update({name: result["win_rate"], f"{name}_low": result["ci_low"], f"{name}_high": result["ci_high"]})
     metrics["length"] = float(np.mean([len(a.ids) for a in answers]))
-    examples = [UnpairedExample(encode_prompt(tokenizer, p), a.ids or [tokenizer.eos_token_id], True, i)
-                for i, (p, a) in enumerate(zip(repeated, answers))]
-    entropies = token_entropies(model, [(e.prompt_ids, e.completion_ids) for e in examples], tokenizer.pad_token_id)
-    metrics["entropy"] = mean_token_entropy(entropies)
+    metrics["entropy"] = sample_entropy(model, tokenizer, repeated, answers)
     metrics.update(kl_metrics(model, anchors, tokenizer, prompts, config, seed=20_000 + 1000 * config.seed + t))
     if source is not None:
         metrics.update(exact_kl_metrics(model, anchors, tokenizer, source, prompts))
-    if task is not None:
-        from prefkit.tasks import canonical_distributions
-        from prefkit.games import duality_gap
-
-        cyclic = [p for p in prompts if task.kind(p) == "cyclic"]
-        if cyclic:
-            restricted = canonical_distributions(model, tokenizer, task, cyclic)
-            metrics["duality_gap"] = float(np.mean([duality_gap(task.preference_matrix(p), pi)
-                                                    for p, (pi, _) in zip(cyclic, restricted)]))
-            metrics["mass_outside"] = float(np.mean([outside for _, outside in restricted]))
+    cyclic = [p for p in prompts if task.kind(p) == "cyclic"] if task is not None else []
+    if cyclic:
+        gaps = exact_gap_metrics(model, tokenizer, task, cyclic)
+        metrics.update(duality_gap=gaps["mean_gap"], mass_outside=gaps["mean_outside"])
     return metrics
 
 
