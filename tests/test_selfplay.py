@@ -124,14 +124,14 @@ def pretrained(tmp_path_factory):
     import torch
 
     from prefkit.tasks import SyntheticTask, reference_model
-    from prefkit.train.selfplay import _save_model
+    from prefkit.io import save_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     model, tokenizer = reference_model(SyntheticTask(), seed=0, steps=300)
     torch.set_num_threads(threads)
     path = tmp_path_factory.mktemp("selfplay") / "pretrained"
-    _save_model(model.float(), tokenizer, path)
+    save_model(model.float(), tokenizer, path)
     return str(path)
 
 

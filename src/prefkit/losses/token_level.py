@@ -21,15 +21,17 @@ def sparsepo(chosen_token_logps, rejected_token_logps, ref_chosen_token_logps, r
     def masked_sum(values, weights, completion):
         return (values * weights * completion).sum(dim=-1)
 
-    m_u_w = chosen_mask if chosen_reward_mask is None else chosen_reward_mask
-    m_u_l = rejected_mask if rejected_reward_mask is None else rejected_reward_mask
+    as_weights = lambda mask: mask.to(chosen_token_logps.dtype)  # noqa: E731 (0/1 or bool masks: the logps' dtype)
+    chosen_mask, rejected_mask = as_weights(chosen_mask), as_weights(rejected_mask)
+    m_u_w = chosen_mask if chosen_reward_mask is None else as_weights(chosen_reward_mask)
+    m_u_l = rejected_mask if rejected_reward_mask is None else as_weights(rejected_reward_mask)
     w = masked_sum(chosen_token_logps - ref_chosen_token_logps, m_u_w, chosen_mask)
     l = masked_sum(rejected_token_logps - ref_rejected_token_logps, m_u_l, rejected_mask)
     loss = l1_reward * ((m_u_w * chosen_mask).sum(-1) + (m_u_l * rejected_mask).sum(-1))
     d = 0.0
     if chosen_token_kl is not None and rejected_token_kl is not None:
-        m_d_w = m_u_w if chosen_kl_mask is None else chosen_kl_mask
-        m_d_l = m_u_l if rejected_kl_mask is None else rejected_kl_mask
+        m_d_w = m_u_w if chosen_kl_mask is None else as_weights(chosen_kl_mask)
+        m_d_l = m_u_l if rejected_kl_mask is None else as_weights(rejected_kl_mask)
         d = masked_sum(chosen_token_kl, m_d_w, chosen_mask) - masked_sum(rejected_token_kl, m_d_l, rejected_mask)
         loss = loss + l1_kl * ((m_d_w * chosen_mask).sum(-1) + (m_d_l * rejected_mask).sum(-1))
     return LossOutput(-F.logsigmoid(beta * (w - l - d)) + loss, beta * w, beta * l)

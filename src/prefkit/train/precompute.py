@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 
 from prefkit.modeling import reference as references
-from prefkit.modeling.logprobs import batch_logps
-from prefkit.train.batches import collate, mismatched
+from prefkit.modeling.logprobs import score
+from prefkit.train.batches import mismatched
 
 
 @torch.no_grad()
@@ -45,23 +45,26 @@ def precompute_reference(model, data, config, tokenizer, accelerator, paired: bo
 def score_examples(model, examples, indices, pad_token_id: int, paired: bool, *, batch_size: int, chunk_size: int,
                    packing: bool, device) -> list:
     """Summed completion log-probs of `examples[i]` for i in `indices`, in that order: [chosen, rejected] per
-    pair, or one value per unpaired example. Batches group similar lengths, so little compute goes to padding."""
+    pair, or one value per unpaired example (prefkit.modeling.score). Batches group similar lengths, so little
+    compute goes to padding. `pad_token_id` and `device` are kept for callers; the engine needs neither."""
     indices = list(indices)
-    order = sorted(range(len(indices)), key=lambda k: _length(examples[indices[k]]))
+    order = sorted(range(len(indices)), key=lambda k: _length(examples[indices[k]], paired))
     values: list = [None] * len(indices)
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        batch = collate(examples, [indices[k] for k in chunk], pad_token_id, paired, device)
-        logps = batch_logps(model, batch, chunk_size, packing).logps.float().cpu()
-        for k, value in zip(chunk, (logps.view(2, -1).t() if paired else logps).tolist()):
+        groups = [(e.prompt_ids, _completions(e, paired)) for e in (examples[indices[k]] for k in chunk)]
+        logps = score(model, groups, packing=packing, chunk_size=chunk_size).float().cpu()
+        for k, value in zip(chunk, (logps.view(-1, 2) if paired else logps).tolist()):
             values[k] = value
     model.train(was_training)
     return values
 
 
-def _length(example) -> int:
-    completions = (example.chosen_ids, example.rejected_ids) if hasattr(example, "chosen_ids") else (
-        example.completion_ids,)
-    return len(example.prompt_ids) + max(len(c) for c in completions)
+def _completions(example, paired: bool) -> list:
+    return [example.chosen_ids, example.rejected_ids] if paired else [example.completion_ids]
+
+
+def _length(example, paired: bool) -> int:
+    return len(example.prompt_ids) + max(len(c) for c in _completions(example, paired))
