@@ -82,7 +82,8 @@ TRAIN_CONFIG = [
     ("ref_mixup_alpha=2", "'ref_mixup_alpha' must be a finite number in [0, 1] (got 2)"),
     ("ref_sync_steps=0", "'ref_sync_steps' must be an integer >= 1 or null (got 0)"),
     ("max_nonfinite_steps=0", "'max_nonfinite_steps' must be an integer >= 1 (got 0)"),
-    ("report_to=[mlflow]", "'report_to' may only list jsonl, tensorboard, wandb (got 'mlflow')"),
+    ("report_to=[neptune]", "'report_to' may only list jsonl, none, all, tensorboard, wandb, trackio, mlflow, "
+                            "comet_ml, clearml, dvclive, swanlab, aim (got 'neptune')"),
     ("report_to=wandb", "'report_to' must be a list of strings (got 'wandb')"),
     ("'report_to=[jsonl, jsonl]'", "'report_to' lists a name twice"),
     ("report_to=[[jsonl]]", "'report_to' must be a list of strings (got [['jsonl']])"),

@@ -206,3 +206,13 @@ def test_resume_restores_a_trust_region_reference(workspace, tmp_path, monkeypat
     fit(config(workspace, tmp_path / "twice", resume=True, **options))
     once, twice = weights(tmp_path / "once" / "final"), weights(tmp_path / "twice" / "final")
     assert all(torch.equal(once[k], twice[k]) for k in once)
+
+
+def test_the_console_shows_a_summary_and_a_metric_line_per_logging_step(workspace, tmp_path, capsys):
+    fit(config(workspace, tmp_path, progress=True, max_steps=2, logging_steps=1))
+    err = capsys.readouterr().err
+    assert "train: examples" in err and "trainable of" in err and "train: reference   precomputed" in err
+    lines = [line for line in err.splitlines() if line.startswith("train step ")]
+    assert [line.split(" |")[0] for line in lines] == ["train step 1/2", "train step 2/2"]
+    assert all("loss " in line and "ETA " in line for line in lines)
+    assert "Writing model shards" not in err and "Loading weights" not in err  # transformers' bars are off

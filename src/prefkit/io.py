@@ -11,6 +11,7 @@ pickle (docs/training.md, "Checkpoints").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -60,6 +61,20 @@ def save_figure(figure, path: Path, dpi: int = 110) -> Path:
         plt.close(figure)
 
 
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' progress bars off for the duration (as they were before, after)."""
+    from transformers.utils import logging
+
+    was = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            logging.enable_progress_bar()
+
+
 def save_model(model, tokenizer, directory: Path, extra: Callable[[Path], None] | None = None) -> Path:
     """A model in Hugging Face format with its tokenizer (and whatever `extra(folder)` adds, e.g. a model card),
     written beside `directory` and moved into place only when complete; a failure (a full disk) leaves no
@@ -67,7 +82,8 @@ def save_model(model, tokenizer, directory: Path, extra: Callable[[Path], None] 
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        with quiet_transformers():
+            model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             extra(tmp)

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from prefkit.io import quiet_transformers
 from prefkit.errors import PrefkitError
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,7 +74,8 @@ def from_pretrained(auto_class, name_or_path: str, what: str, **kwargs):
     weights file when that is what is wrong (damaged, or a pickle that holds code)."""
     check_weights(name_or_path)
     try:
-        return auto_class.from_pretrained(name_or_path, **kwargs)
+        with quiet_transformers():  # no "Loading weights" bar at every self-play iteration
+            return auto_class.from_pretrained(name_or_path, **kwargs)
     except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refused a pickle that holds code
         raise PrefkitError(f"{_weight_files(name_or_path, ('.bin', '.pt', '.pth'))}: holds more than tensors "
                            f"({_refusal(error)}); prefkit does not unpickle it, since that could run code. Use "

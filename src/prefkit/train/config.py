@@ -75,7 +75,9 @@ class TrainConfig:
     eval_steps: int | None = None
     save_steps: int | None = None
     keep_checkpoints: int = 2
-    report_to: list[str] = field(default_factory=lambda: ["jsonl"])
+    report_to: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb, ...: prefkit.train.tracking
+    project: str = "prefkit"  # the trackers' project
+    run_name: str | None = None  # the trackers' run name
     resume: bool = False  # continue the run in output_dir (same settings only)
     overwrite: bool = False  # remove an earlier run in output_dir and start afresh
     max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops

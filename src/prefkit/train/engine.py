@@ -38,17 +38,19 @@ class PolicyLogps(nn.Module):
         return out.logps, out.lengths
 
 
-def make_accelerator(mixed_precision: str):
-    """accelerate's Accelerator; with several processes and no GPU it only goes multi-CPU (gloo) when told to
-    use the CPU. In one process, a run may follow another with other precision settings (a notebook, the demo):
-    accelerate keeps its state process-wide, so it is cleared first, as transformers' Trainer does between runs."""
+def make_accelerator(mixed_precision: str, trackers: list[str] = (), project_dir: str | None = None):
+    """accelerate's Accelerator, logging to `trackers` (prefkit.train.tracking); with several processes and no
+    GPU it only goes multi-CPU (gloo) when told to use the CPU. In one process, a run may follow another with
+    other precision settings (a notebook, the demo): accelerate keeps its state process-wide, so it is cleared
+    first, as transformers' Trainer does between runs."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if not distributed:
         AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, cpu=distributed and not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed_precision, cpu=distributed and not torch.cuda.is_available(),
+                       log_with=list(trackers) or None, project_dir=project_dir)
 
 
 @dataclass

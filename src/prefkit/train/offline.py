@@ -26,7 +26,8 @@ from prefkit.train.engine import Checkpoints, Engine, PolicyLogps, Update, Windo
 from prefkit.train.rundir import open_run
 from prefkit.train.signals import StopRequests
 from prefkit.train.model_card import save_final
-from prefkit.train.tracking import Tracker
+from prefkit.train.console import Console
+from prefkit.train.tracking import Tracker, external_trackers
 
 DATA_KINDS = dict(zip(TRAIN_FEEDS, ("preference", "unpaired")))  # example kind -> prefkit.data's kind
 
@@ -62,7 +63,7 @@ class Run:
     state: checkpoint.TrainerState
     tracker: Tracker
     window: Window
-    progress: object
+    console: Console
 
 
 def fit(config: TrainConfig) -> Path:
@@ -84,7 +85,8 @@ def setup(config: TrainConfig) -> Run:
     """The run directory, data, model, reference, engine and trackers, in the order that fails cheapest first."""
     from accelerate.utils import set_seed
 
-    accelerator = make_accelerator(config.mixed_precision)
+    trackers = external_trackers(config.report_to)  # a tracker that is not installed is named now
+    accelerator = make_accelerator(config.mixed_precision, trackers, config.output_dir)
     main = accelerator.is_main_process
     output_dir = open_run(config, "train", main)  # before anything loads: an earlier run is never clobbered
     check_weights(config.model)  # a damaged weights file is named now, not after the data is prepared
@@ -112,10 +114,35 @@ def setup(config: TrainConfig) -> Run:
     saved = Checkpoints(accelerator, output_dir, engine, config.keep_checkpoints,
                         {"reference": reference.model} if config.ref_sync_steps else {})
     state = _resume(config, output_dir, saved, engine, objective, accelerator)
-    tracker = _tracker(config, output_dir, main, reference, state.step)
-    progress = _progress(total_steps, state.step, enabled=main and config.progress)
-    return Run(config, accelerator, output_dir, objective, paired, tokenizer, train, evaluation, order, total_steps,
-               engine, reference, eval_reference, saved, state, tracker, Window(), progress)
+    tracker = Tracker(accelerator, output_dir, asdict(config), enabled=main, trackers=trackers,
+                      project=config.project, run_name=config.run_name)
+    console = Console(total_steps, state.step, enabled=main and config.progress)
+    run = Run(config, accelerator, output_dir, objective, paired, tokenizer, train, evaluation, order, total_steps,
+              engine, reference, eval_reference, saved, state, tracker, Window(), console)
+    console.summary(_summary(run, mode))
+    if isinstance(reference, references.Precomputed):
+        tracker.log(state.step, {"reference/cache_hit": float(reference.cache_hit)})
+    return run
+
+
+def _summary(run: Run, reference_mode: str) -> dict:
+    """What the start-up summary shows: what will be trained, on what, for how long."""
+    config, processes = run.config, run.accelerator.num_processes
+    params = list(run.engine.model.parameters())
+    summary = {"loss": " + ".join(run.objective.names), "examples": len(run.train.examples)}
+    if run.evaluation:
+        summary["eval examples"] = len(run.evaluation.examples)
+    summary.update({
+        "steps": f"{run.total_steps:,} ({run.order.per_epoch // config.grad_accum:,} per epoch)",
+        "batch": f"{config.batch_size} x {config.grad_accum} accumulation x {processes} processes = "
+                 f"{config.batch_size * config.grad_accum * processes} per step",
+        "parameters": f"{sum(p.numel() for p in params if p.requires_grad):,} trainable of "
+                      f"{sum(p.numel() for p in params):,}",
+        "reference": _reference_line(run.reference, reference_mode), "precision": f"{config.dtype} weights, mixed precision {config.mixed_precision}",
+        "output": str(run.output_dir)})
+    if run.state.step:
+        summary["resumed at"] = f"step {run.state.step}"
+    return summary
 
 
 def _resume(config, output_dir, saved: Checkpoints, engine: Engine, objective, accelerator):
@@ -127,6 +154,12 @@ def _resume(config, output_dir, saved: Checkpoints, engine: Engine, objective, a
     objective.load(state.statistics)  # BCO's and β-DPO's running statistics continue where they were
     engine.guard.skipped = state.skipped_steps
     return state
+
+
+def _reference_line(reference, mode: str) -> str:
+    if isinstance(reference, references.Precomputed):
+        return f"precomputed, {'cache hit' if reference.cache_hit else 'computed and cached'} ({reference.path})"
+    return mode
 
 
 def train_step(run: Run, stop_requested: bool) -> Update:
@@ -150,23 +183,24 @@ def after_step(run: Run, update: Update) -> None:
     state.skipped_steps, state.statistics = engine.guard.skipped, run.objective.state()
     if config.ref_sync_steps and state.step % config.ref_sync_steps == 0:
         run.reference.sync(engine.model, config.ref_mixup_alpha)
-    run.progress.update(1)
+    run.console.advance()
     last = state.step == run.total_steps
     if state.step % config.logging_steps == 0 or last:
         logged = run.window.flush(run.accelerator, epoch=state.step * config.grad_accum / run.order.per_epoch,
                                   skipped_steps=engine.guard.skipped)
         run.tracker.log(state.step, logged)
-        if "loss" in logged:
-            run.progress.set_postfix(loss=f"{logged['loss']:.4f}")
+        run.console.metrics(state.step, logged)
     if run.evaluation and config.eval_steps and (state.step % config.eval_steps == 0 or last):
         with run.window.pause():
-            run.tracker.log(state.step, evaluate_loss(run))
+            evaluated = evaluate_loss(run)
+        run.tracker.log(state.step, evaluated)
+        run.console.metrics(state.step, evaluated)
     if config.save_steps and state.step % config.save_steps == 0 and not update.stopping:
         run.checkpoints.save(state)
 
 
 def close(run: Run) -> None:
-    run.progress.close()
+    run.console.close()
     run.tracker.close()
 
 
@@ -182,15 +216,6 @@ def _data(config: TrainConfig, tokenizer, run_dir: Path | None, objective: losse
     evaluation = prepare(config.eval_data, tokenizer, split=config.eval_split, **options) if config.eval_data \
         else None
     return train, evaluation
-
-
-def _tracker(config: TrainConfig, output_dir: Path, main: bool, reference, step: int) -> Tracker:
-    tracker = Tracker(output_dir, config.report_to, asdict(config), enabled=main)
-    if main and isinstance(reference, references.Precomputed):
-        tracker.log(step, {"reference/cache_hit": float(reference.cache_hit)})
-        print(f"reference log-probs: {'cache hit' if reference.cache_hit else 'computed and cached'} "
-              f"({reference.path})")
-    return tracker
 
 
 def _save_final(run: Run) -> Path:
@@ -255,12 +280,6 @@ REFERENCES = {  # reference mode -> the class that gives its log-probs (precompu
     "copy": references.FrozenCopy,
     "adapter": references.DisabledAdapter,
 }
-
-
-def _progress(total: int, done: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, disable=not enabled, desc="train", unit="step", dynamic_ncols=True)
 
 
 def _last_metrics(output_dir: Path) -> dict:

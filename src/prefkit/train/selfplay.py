@@ -12,7 +12,7 @@ tables, the policy), so an interrupted run resumes without sampling or judging a
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,13 @@ from prefkit.train.selfplay_config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.train.signals import StopRequests
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
 from prefkit.train import winrates
-from prefkit.train.tracking import Tracker
+from prefkit.train.console import Console
+from prefkit.train.tracking import Tracker, external_trackers
+
+# the metric line of each iteration (prefkit.train.console); every metric goes to metrics.jsonl and the trackers
+SHOWN = {"loss": "loss", "winrate_vs_initial": "win vs π0", "winrate_vs_previous": "win vs previous",
+         "duality_gap": "gap", "kl_to_magnet": "KL to magnet", "entropy": "entropy", "length": "length",
+         "refreshed": "refreshed"}
 
 
 @dataclass
@@ -61,8 +67,8 @@ class Run:
 def selfplay(config: SelfPlayConfig) -> Path:
     """Run `config.iterations` self-play iterations; returns the directory of the final policy."""
     from prefkit.judges import load_judge
-    from tqdm.auto import tqdm
 
+    trackers = external_trackers(config.report_to)  # a tracker that is not installed is named now
     out = open_run(config, "selfplay")  # before anything loads: an earlier run is never clobbered
     judge = load_judge(config.judge)  # a bad judge spec fails before any model loads
     mode, pairs, source = winrates.resolve(config, judge)
@@ -82,23 +88,25 @@ def selfplay(config: SelfPlayConfig) -> Path:
         first = model if state["completed"] == 0 else _load_policy(out, 0, config)
         initial = FrozenCopy(first, config.logprob_chunk_size, config.packing)
     kind = losses.Objective(config.loss, None, config.loss_params).kind_for(SELFPLAY_FEEDS)
+    accelerator, policy = _engine_parts(model, config, trackers, out)
+    tracker = Tracker(accelerator, out, asdict(config), enabled=True, trackers=trackers, project=config.project,
+                      run_name=config.run_name)
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
-              kind == "selfplay-singles", Tracker(out, ["jsonl"], {}, enabled=True), baseline,
-              mode, pairs, source, initial, _engine_parts(model, config))
+              kind == "selfplay-singles", tracker, baseline, mode, pairs, source, initial, (accelerator, policy))
 
-    bar = tqdm(total=config.iterations, initial=state["completed"], desc=f"self-play {config.loss}", unit="iter",
-               disable=not config.progress)
+    console = Console(config.iterations, state["completed"], enabled=config.progress, name=f"self-play {config.loss}",
+                      unit="iteration", shown=SHOWN)
     with StopRequests() as stop:
         for t in range(state["completed"] + 1, config.iterations + 1):
             metrics = _iteration(run, t, stop)
-            bar.update(1)
-            if config.progress:
-                shown = ", ".join(f"{k}={v:.3g}" for k, v in metrics.items() if not k.endswith(("_low", "_high")))
-                bar.write(f"iteration {t}/{config.iterations}: {shown}")
+            console.advance()
+            console.metrics(t, metrics)
             if stop.requested and t < config.iterations:
-                bar.close()
+                console.close()
+                tracker.close()
                 raise stop.stopped(f"iteration {t}; --resume continues with iteration {t + 1}")
-    bar.close()
+    console.close()
+    tracker.close()
     _plot(out)
     final = out / "final"
     save_model(model, tokenizer, final)
@@ -155,11 +163,11 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     return metrics
 
 
-def _engine_parts(model, config: SelfPlayConfig) -> tuple:
+def _engine_parts(model, config: SelfPlayConfig, trackers: list, out: Path) -> tuple:
     """The accelerator and the policy prepared once for every iteration's fit (prefkit.train.engine)."""
     from prefkit.train.engine import PolicyLogps, make_accelerator
 
-    accelerator = make_accelerator(config.mixed_precision)
+    accelerator = make_accelerator(config.mixed_precision, trackers, str(out))
     return accelerator, accelerator.prepare(PolicyLogps(model, config.logprob_chunk_size, config.packing))
 
 

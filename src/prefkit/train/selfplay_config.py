@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefkit.modeling.load import DTYPES
+from prefkit.train.tracking import BACKENDS
 from prefkit.train.validation import Limit, above, at_least, check_fields, loss_problems, raise_problems, within
 
 PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
@@ -60,6 +61,9 @@ class SelfPlayConfig:
     resume: bool = False  # continue the run in output_dir (same settings only)
     overwrite: bool = False  # remove an earlier run in output_dir and start afresh
     max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops
+    report_to: list[str] = field(default_factory=lambda: ["jsonl"])  # as `prefkit train`: prefkit.train.tracking
+    project: str = "prefkit"
+    run_name: str | None = None
     progress: bool = True
 
     def loss_params_at(self, t: int) -> dict[str, Any]:
@@ -81,7 +85,7 @@ class SelfPlayConfig:
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first (the same checks as `prefkit train`'s config)."""
         choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES),
-                   "mixed_precision": ("no", "bf16", "fp16")}
+                   "mixed_precision": ("no", "bf16", "fp16"), "report_to": BACKENDS}
         problems, bad = check_fields(self, SELFPLAY_LIMITS, choices,
                                      {"model": "--model", "output_dir": "--output-dir"})
         if self.winrates in ("exact", "weighted") and self.mixture_coef:
