@@ -4,10 +4,10 @@ oracle's intransitive K x K matrices over the canonical answers?
 
 Data: every pair of canonical answers on the cyclic train prompts (and on a few transitive ones), labelled by the
 oracle: soft labels (`margin` = logit P(chosen ≻ rejected)) or, with --labels sampled, hard labels drawn from P
-(each pair --repeats times). Both judges train from the same backbone: the task's tiny Llama, untrained or (--backbone-steps) pre-trained on
-its SFT data as the demo's reference policy is. Scored on the
-cyclic *eval* prompts (option orders never seen in training): direction accuracy over the pairs the oracle does
-not call a tie, and the max absolute error of P, beside the best a transitive order can do on each game.
+(each pair --repeats times). Both judges train from the same backbone: the task's tiny Llama, untrained or
+(--backbone-steps) pre-trained on its SFT data as the demo's reference policy is. Scored on the cyclic *eval*
+prompts (option orders never seen in training): direction accuracy over the pairs the oracle does not call a tie,
+and the max absolute error of P, beside the best a transitive order can do on each game.
 
     PYTHONPATH=src python bench/judges_cycle.py --out runs/bench_judges
 """

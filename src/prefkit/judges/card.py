@@ -17,7 +17,8 @@ _KINDS = {
            "P(a ≻ b | x) = σ(r(x, a) − r(x, b)), r the head's one output on the last token of prompt + response."),
     "gpm": ("general preference model (GPM; Zhang et al. 2024, arXiv 2410.02197)", "general-preference-model",
             "gpm",
-            "P(a ≻ b | x) = σ(v_aᵀ R(x) v_b / τ): v the unit-norm embedding of prompt + response (the head's first "
+            "P(a ≻ b | x) = σ(v_aᵀ R(x) v_b / τ): v the unit-norm embedding of prompt + response (the head's "
+            "first "
             "`embedding_dim` outputs), R(x) skew-symmetric block-diagonal with the prompt's eigenvalue gate "
             "softmax(the head's last embedding_dim/2 outputs on the prompt alone) when `prompt_scaling` is on."),
 }
