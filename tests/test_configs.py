@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from prefkit.cli import main
+from prefkit.judges.train_config import JudgeTrainConfig
 from prefkit.train.config import load_config
 from prefkit.train.config import TrainConfig
 from prefkit.train.selfplay_config import SelfPlayConfig
@@ -22,7 +23,8 @@ def test_there_is_a_config_per_family():
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_validates(path):
-    kind = SelfPlayConfig if "judge" in yaml.safe_load(path.read_text()) else TrainConfig
+    keys = yaml.safe_load(path.read_text())
+    kind = JudgeTrainConfig if "kind" in keys else SelfPlayConfig if "judge" in keys else TrainConfig
     assert load_config(str(path), kind=kind).model == "runs/task/reference"
 
 
@@ -37,6 +39,11 @@ def test_task_export_feeds_the_configs(tmp_path, monkeypatch):
                      "warmup_steps=0", "progress=false", "save_steps=null"]) == 0  # warmup must fit in 1 step
         record = json.loads((tmp_path / "runs" / config / "metrics.jsonl").read_text().splitlines()[-1])
         assert record["step"] == 1 and record["loss"] > 0
+    for config in ("judge_bt", "judge_gpm"):  # `prefkit judge train`, with its eval split
+        assert main(["judge", "train", "--config", str(CONFIGS[0].parent / f"{config}.yaml"), "max_steps=1",
+                     "warmup_steps=0", "progress=false", "save_steps=null"]) == 0
+        record = json.loads((tmp_path / "runs" / config / "metrics.jsonl").read_text().splitlines()[-1])
+        assert record["step"] == 1 and 0 <= record["eval/accuracy"] <= 1
     # configs/mpo.yaml as shipped (fewer iterations): exact win rates from the task's oracle, canonical pairs
     assert main(["selfplay", "--config", str(CONFIGS[0].parent / "mpo.yaml"), "iterations=1",
                  "prompts_per_iteration=4", "eval_limit=4", "progress=false"]) == 0

@@ -143,7 +143,7 @@ def test_reward_matrix_scores_each_response_once(reward):
 def test_a_model_that_outputs_nan_stops_the_run(classifier_dir):
     judge = load_judge(f"reward:{classifier_dir}")
     original = judge.scorer._forward
-    judge.scorer._forward = lambda batch: np.where([len(x) > 8 for x in batch], np.nan, original(batch))
+    judge.scorer._forward = lambda batch: np.where([[len(x) > 8] for x in batch], np.nan, original(batch))
     with pytest.raises(PrefkitError, match=f"judge reward:{classifier_dir} returned NaN on prompt 1"):
         judge.compare(["a", "what is best?", "b"], ["1", "a long answer here", "1"], ["2", "rock", "2"])
 

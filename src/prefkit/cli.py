@@ -23,6 +23,7 @@ COMMANDS = {
     "selfplay": ("prefkit.train.selfplay_cli",
                  "self-play Nash training (MPO, INPO, COMAL, SPPO, Nash-MD, online IPO) against a judge"),
     "data": ("prefkit.data.cli", "check and inspect preference data"),
+    "judge": ("prefkit.judges.cli", "train a judge: Bradley-Terry reward model or general preference model"),
     "eval": ("prefkit.eval.cli",
              "evaluate a model: ranking accuracy, win rate, entropy, exact gaps, gradient entanglement"),
     "demo": ("prefkit.demo", "every method on the bundled task, exactly evaluated (CPU, minutes)"),

@@ -3,6 +3,7 @@
     task                  the bundled task's exact oracle (also task:synthetic)
     reward:PATH_OR_ID     a Bradley-Terry reward model (AutoModelForSequenceClassification, one output)
     pairwise:PATH_OR_ID   a pairwise preference model (see pairwise.py for its input format)
+    gpm:PATH_OR_ID        a general preference model trained by `prefkit judge train` (gpm.py)
     module:function       a Python function judge(prompt, a, b) -> P(a beats b)
 
 or a callable, or a Judge (returned as it is). The kinds above take precedence over a module of the same name.
@@ -16,6 +17,7 @@ from typing import Callable
 from prefkit.errors import PrefkitError
 from prefkit.judges.base import Judge
 from prefkit.judges.callables import CallableJudge, from_path, task_oracle
+from prefkit.judges.gpm import GPMJudge
 from prefkit.judges.pairwise import PairwiseModelJudge
 from prefkit.judges.reward import RewardModelJudge
 
@@ -45,6 +47,7 @@ KINDS: dict[str, tuple[Callable[..., Judge], frozenset[str]]] = {
                _keywords(RewardModelJudge.__init__, RewardModelJudge.load) - {"name"}),
     "pairwise": (_model("pairwise", PairwiseModelJudge),
                  _keywords(PairwiseModelJudge.__init__, PairwiseModelJudge.load) - {"name"}),
+    "gpm": (_model("gpm", GPMJudge), _keywords(GPMJudge.__init__, GPMJudge.load) - {"name"}),
 }
 PYTHON_OPTIONS = _keywords(CallableJudge.__init__)
 
@@ -60,7 +63,7 @@ def load_judge(spec, **options) -> Judge:
         _check("callable", options, PYTHON_OPTIONS)
         return CallableJudge(spec, **options)
     if not isinstance(spec, str) or not spec.strip():
-        raise PrefkitError(f"a judge is a callable or one of 'task', 'reward:PATH', 'pairwise:PATH', "
+        raise PrefkitError(f"a judge is a callable or one of 'task', 'reward:PATH', 'pairwise:PATH', 'gpm:PATH', "
                            f"'module:function'; got {spec!r}")
     kind, colon, rest = spec.strip().partition(":")
     if kind in KINDS:
@@ -70,8 +73,8 @@ def load_judge(spec, **options) -> Judge:
     if colon:
         _check(spec, options, PYTHON_OPTIONS - {"name"})
         return from_path(spec.strip(), **options)
-    raise PrefkitError(f"unknown judge {spec!r}; use 'task', 'reward:PATH_OR_ID', 'pairwise:PATH_OR_ID' or "
-                       "'module:function'")
+    raise PrefkitError(f"unknown judge {spec!r}; use 'task', 'reward:PATH_OR_ID', 'pairwise:PATH_OR_ID', "
+                       "'gpm:PATH_OR_ID' or 'module:function'")
 
 
 def _check(spec: str, options: dict, allowed: frozenset[str]) -> None:

@@ -3,6 +3,9 @@
 
 A reward depends on one response only, so a batch scores each distinct (prompt, response) text once: a K x K
 preference matrix costs K forward rows, not K².
+
+A reward model that `prefkit judge train` wrote (its config says `prefkit_judge: {kind: bt, ...}`) reads the
+token ids its training data had (encoding.py); any other reads the texts of render.py.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import expit
 
+from prefkit.errors import PrefkitError
 from prefkit.judges.base import Judge
+from prefkit.judges.encoding import TrainedEncoding
+from prefkit.judges.heads import HeadSettings
 from prefkit.judges.render import exchange
 from prefkit.judges.scoring import Scorer, load_classifier, prepare
 
@@ -24,6 +30,14 @@ class RewardModelJudge(Judge):
         self.name = name
         self.tokenizer = tokenizer
         self.scorer = Scorer(model, tokenizer, batch_size=batch_size, max_length=max_length)
+        settings = HeadSettings.of(model.config, name)
+        if settings is not None and settings.kind != "bt":
+            raise PrefkitError(f"judge {name}: this model was trained as a {settings.kind} judge; load it as "
+                               f"{settings.kind}:PATH")
+        trained = TrainedEncoding(tokenizer, settings) if settings is not None else None
+        # what one (prompt, response) is fed as: training's token ids for a model prefkit trained, else the text
+        self._input = (lambda p, r: trained(p, r)[1]) if trained else (
+            lambda p, r: tuple(self.scorer.encode(exchange(tokenizer, p, r))))
 
     @classmethod
     def load(cls, name_or_path: str, *, dtype: str = "float32", device: str | None = None, **options):
@@ -32,10 +46,10 @@ class RewardModelJudge(Judge):
 
     def rewards(self, prompts: list, responses: list) -> np.ndarray:
         """r(prompt_i, response_i), shape [N]; identical texts are scored once."""
-        texts = [exchange(self.tokenizer, p, r) for p, r in zip(prompts, responses)]
-        distinct = list(dict.fromkeys(texts))
-        scores = dict(zip(distinct, self.scorer(distinct)))
-        return np.array([scores[t] for t in texts], dtype=float)
+        inputs = [self._input(p, r) for p, r in zip(prompts, responses)]
+        distinct = list(dict.fromkeys(inputs))
+        scores = dict(zip(distinct, self.scorer.outputs(distinct)[:, 0]))
+        return np.array([scores[x] for x in inputs], dtype=float)
 
     def _pairs(self, prompts: list, as_: list, bs: list) -> np.ndarray:
         n = len(prompts)

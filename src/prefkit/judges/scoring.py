@@ -19,8 +19,8 @@ from prefkit.modeling.load import DTYPES, from_pretrained, load_tokenizer
 
 
 def load_classifier(name_or_path: str, *, dtype: str = "float32", device: str | None = None):
-    """An `AutoModelForSequenceClassification` with one output and its tokenizer, from a local path or hub id
-    (`trust_remote_code` off)."""
+    """An `AutoModelForSequenceClassification` and its tokenizer, from a local path or hub id (`trust_remote_code`
+    off), on `device`."""
     from transformers import AutoModelForSequenceClassification
 
     if dtype not in DTYPES:
@@ -28,16 +28,18 @@ def load_classifier(name_or_path: str, *, dtype: str = "float32", device: str | 
     tokenizer = load_tokenizer(name_or_path)
     model = from_pretrained(AutoModelForSequenceClassification, name_or_path, "a sequence-classification model",
                             dtype=DTYPES[dtype], trust_remote_code=False)
-    return prepare(model, tokenizer, device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                   source=name_or_path)
+    # the judge kind checks the outputs (prepare) when it takes the model over
+    return model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")), tokenizer
 
 
-def prepare(model, tokenizer, *, device: str | None = None, source: str = "the model"):
-    """Check the model has one output, give it a pad token id, put it in eval mode (on `device` when given; a
-    model handed over in memory stays where its owner put it)."""
-    if getattr(model.config, "num_labels", None) != 1:
-        raise PrefkitError(f"judge model {source} must have one output (num_labels=1: a reward, or the logit of "
-                           f"P(A beats B)); it has num_labels={getattr(model.config, 'num_labels', None)}")
+def prepare(model, tokenizer, *, device: str | None = None, source: str = "the model", outputs: int = 1,
+            meaning: str = "a reward, or the logit of P(A beats B)"):
+    """Check the model has `outputs` outputs, give it a pad token id, put it in eval mode (on `device` when given;
+    a model handed over in memory stays where its owner put it)."""
+    if getattr(model.config, "num_labels", None) != outputs:
+        raise PrefkitError(f"judge model {source} must have {outputs} output{'s' if outputs > 1 else ''} "
+                           f"(num_labels={outputs}: {meaning}); it has "
+                           f"num_labels={getattr(model.config, 'num_labels', None)}")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if model.config.pad_token_id is None:  # the classification head finds the last real token by the pad id
@@ -48,7 +50,8 @@ def prepare(model, tokenizer, *, device: str | None = None, source: str = "the m
 
 
 class Scorer:
-    """Batched scalar scores of texts: `scorer(texts) -> np.ndarray [len(texts)]`."""
+    """Batched scalar scores of texts: `scorer(texts) -> np.ndarray [len(texts)]`; all the head's outputs of
+    token ids already made: `scorer.outputs(ids) -> np.ndarray [len(ids), num_labels]`."""
 
     def __init__(self, model, tokenizer, *, batch_size: int = 16, max_length: int | None = None):
         if batch_size < 1:
@@ -58,16 +61,18 @@ class Scorer:
         self._positions = "position_ids" in inspect.signature(model.forward).parameters
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
-        ids = [self._encode(text) for text in texts]
+        return self.outputs([self.encode(text) for text in texts])[:, 0]
+
+    def outputs(self, ids: Sequence[Sequence[int]]) -> np.ndarray:
         order = np.argsort([len(x) for x in ids], kind="stable")
-        scores = np.empty(len(texts))
+        scores = np.empty((len(ids), self.model.config.num_labels))
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
-            scores[rows] = self._forward([ids[i] for i in rows])
-        self.rows += len(texts)
+            scores[rows] = self._forward([list(ids[i]) for i in rows])
+        self.rows += len(ids)
         return scores
 
-    def _encode(self, text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         bos = self.tokenizer.bos_token
         # A chat template already starts with BOS; plain text gets the tokenizer's usual special tokens.
         special = not (bos and text.startswith(bos))
@@ -90,5 +95,4 @@ class Scorer:
         inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         if left and self._positions:
             inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
-        logits = self.model(**inputs).logits
-        return logits[:, 0].to(torch.float64).cpu().numpy()
+        return self.model(**inputs).logits.to(torch.float64).cpu().numpy()

@@ -121,7 +121,8 @@ def _weight_files(name_or_path: str, suffixes: tuple[str, ...]) -> str:
     return ", ".join(files) or name_or_path
 
 
-def add_lora(model, options: dict[str, Any], quantized: bool = False):
+def add_lora(model, options: dict[str, Any], quantized: bool = False, task_type: str = "CAUSAL_LM"):
+    """A fresh LoRA adapter on `model`; task_type SEQ_CLS (a judge) also trains the classification head."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     allowed = {"r", "alpha", "dropout", "target_modules"}
@@ -132,5 +133,5 @@ def add_lora(model, options: dict[str, Any], quantized: bool = False):
         model = prepare_model_for_kbit_training(model)
     config = LoraConfig(r=int(options.get("r", 16)), lora_alpha=float(options.get("alpha", 32)),
                         lora_dropout=float(options.get("dropout", 0.0)),
-                        target_modules=options.get("target_modules", "all-linear"), task_type="CAUSAL_LM")
+                        target_modules=options.get("target_modules", "all-linear"), task_type=task_type)
     return get_peft_model(model, config)

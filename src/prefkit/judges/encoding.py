@@ -1,0 +1,39 @@
+"""Token ids of (prompt, response) for a judge that prefkit trained: exactly the ids `prefkit.data.prepare` gave
+it in training (prompt ids + completion ids, the completion ending with one EOS), so that the judge reads a
+response the way it learned to. The text path of the other model judges (render.py) differs for plain-string
+rows, where the data pipeline appends the EOS that the judge's head then reads.
+"""
+
+from __future__ import annotations
+
+from prefkit.data.formats import Record
+from prefkit.data.tokenize import Encoder
+from prefkit.judges.heads import HeadSettings
+from prefkit.judges.render import is_conversation, messages
+
+
+class TrainedEncoding:
+    """`encoding(prompt, response) -> (prompt ids, prompt + response ids)`, as in training."""
+
+    def __init__(self, tokenizer, settings: HeadSettings):
+        self.tokenizer, self.settings = tokenizer, settings
+        self._encoders: dict[str, Encoder] = {}
+
+    def _encode(self, prompt, response):
+        style = "conversational" if is_conversation(prompt) or is_conversation(response) else "standard"
+        if style == "conversational":  # one side a string: it becomes a message, as the other judges do
+            prompt, response = messages(prompt, "user"), messages(response, "assistant")
+        if style not in self._encoders:
+            self._encoders[style] = Encoder(self.tokenizer, style, self.settings.max_length,
+                                            self.settings.truncation)
+        encoded = self._encoders[style].encode(Record(0, prompt, {"completion": response}))
+        if encoded is None:  # truncation: drop dropped it; a judge must still answer, so keep the start
+            encoded = Encoder(self.tokenizer, style, self.settings.max_length, "keep_start").encode(
+                Record(0, prompt, {"completion": response}))
+        return encoded
+
+    def __call__(self, prompt, response) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(the prompt's ids, what the GPM gate reads; the ids of prompt + response), as tuples (hashable, so a
+        judge scores each distinct text once)."""
+        encoded = self._encode(prompt, response)
+        return tuple(encoded.prompt_ids), tuple(encoded.prompt_ids + encoded.completions["completion"])
