@@ -28,7 +28,8 @@ import torch
 from prefkit.judges import load_judge, preference_matrix
 from prefkit.judges.train_config import JudgeTrainConfig
 from prefkit.judges.training import fit
-from prefkit.tasks import SyntheticTask, as_row, reference_model, write_jsonl
+from prefkit.io import write_jsonl
+from prefkit.tasks import SyntheticTask, as_row, reference_model
 from prefkit.train.config import load_config
 
 

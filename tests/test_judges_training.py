@@ -81,7 +81,8 @@ def test_calibration_metrics():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, task):
     """A tiny untrained Llama and the task's cyclic pairs with the oracle's soft labels (margin = logit P)."""
-    from prefkit.tasks import as_row, write_jsonl
+    from prefkit.io import write_jsonl
+    from prefkit.tasks import as_row
 
     root = tmp_path_factory.mktemp("judges")
     task.model(seed=0, hidden_size=32).save_pretrained(root / "model")

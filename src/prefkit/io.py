@@ -81,6 +81,8 @@ def save_model(model, tokenizer, directory: Path, extra: Callable[[Path], None] 
     half-written folder and the previous one intact."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # debris of an interrupted save
     try:
         with quiet_transformers():
             model.save_pretrained(tmp, safe_serialization=True)

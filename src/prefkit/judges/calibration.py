@@ -53,7 +53,7 @@ def plot_reliability(table: list[dict], path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from prefkit.games.plots import atomic_write
+    from prefkit.io import save_figure
 
     figure, axis = plt.subplots(figsize=(4.8, 4.4))
     used = [row for row in table if row["count"]]
@@ -70,7 +70,4 @@ def plot_reliability(table: list[dict], path, title: str) -> Path:
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8, loc="upper left")
     figure.tight_layout()
-    try:
-        return atomic_write(path, lambda file: figure.savefig(file, format="png", dpi=110))
-    finally:
-        plt.close(figure)
+    return save_figure(figure, path)

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from prefkit.io import replace_dir
+from prefkit.io import save_model
 
 _KINDS = {
     "bt": ("Bradley-Terry reward model", "reward-model", "reward",
@@ -29,18 +28,11 @@ _SETTINGS = {"bt": ("learning_rate", "batch_size", "grad_accum", "max_steps", "e
 
 
 def save_judge(model, tokenizer, final: Path, config, data, metrics: dict) -> None:
-    tmp = final.with_name(final.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)  # debris of an interrupted save
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        judge_card(config, data, metrics).save(tmp / "README.md")
-        (tmp / "prefkit_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
-    except OSError:  # a full disk: leave no half-written directory, and the previous final/ intact
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, final)
+    def card(folder: Path) -> None:
+        judge_card(config, data, metrics).save(folder / "README.md")
+        (folder / "prefkit_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+
+    save_model(model, tokenizer, final, extra=card)
 
 
 def judge_card(config, data, metrics: dict):

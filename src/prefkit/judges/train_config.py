@@ -53,7 +53,9 @@ class JudgeTrainConfig:
     eval_steps: int | None = None
     save_steps: int | None = None
     keep_checkpoints: int = 2
-    report_to: list[str] = field(default_factory=lambda: ["jsonl"])
+    report_to: list[str] = field(default_factory=lambda: ["jsonl"])  # as `prefkit train`: prefkit.train.tracking
+    project: str = "prefkit"
+    run_name: str | None = None
     resume: bool = False
     overwrite: bool = False
     max_nonfinite_steps: int = 5

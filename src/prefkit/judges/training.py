@@ -11,8 +11,6 @@ card, loadable as `reward:PATH` (bt) or `gpm:PATH` (gpm).
 
 from __future__ import annotations
 
-import math
-import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,12 +28,15 @@ from prefkit.judges.train_config import JudgeTrainConfig
 from prefkit.modeling.load import DTYPES, add_lora, check_weights, from_pretrained, load_tokenizer
 from prefkit.train import checkpoint
 from prefkit.train.batches import BatchOrder
-from prefkit.train.guard import NonFiniteGuard
+from prefkit.train.console import Console
+from prefkit.train.engine import Checkpoints, Engine, Window, make_accelerator
 from prefkit.train.rundir import open_run
 from prefkit.train.signals import StopRequests
-from prefkit.train.tracking import Tracker
+from prefkit.train.tracking import Tracker, external_trackers
 
 COMMAND = "judge train"
+SHOWN = {"loss": "loss", "accuracy": "acc", "learning_rate": "lr", "eval/accuracy": "eval acc",
+         "eval/log_loss": "eval log-loss", "eval/ece": "eval ECE"}  # the console's metric line
 
 
 class PairLogits(nn.Module):
@@ -90,38 +91,34 @@ def pair_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
 
 
 def fit(config: JudgeTrainConfig) -> Path:
-    """Train the judge `config` describes; returns the directory of the final model."""
-    from accelerate import Accelerator
+    """Train the judge `config` describes on the training engine (prefkit.train.engine); returns the directory of
+    the final model."""
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
-    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=multi_cpu)
-    output_dir = open_run(config, COMMAND, accelerator.is_main_process)  # before anything loads
+    trackers = external_trackers(config.report_to)
+    accelerator = make_accelerator(config.mixed_precision, trackers, config.output_dir)
+    main = accelerator.is_main_process
+    output_dir = open_run(config, COMMAND, main)  # before anything loads
     check_weights(config.model)
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    train, evaluation = _data(config, tokenizer, output_dir if accelerator.is_main_process else None)
+    train, evaluation = _data(config, tokenizer, output_dir if main else None)
     order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
                        accelerator.process_index, config.seed)
     total_steps = config.total_steps(max(1, order.per_epoch // config.grad_accum))
 
-    judge = PairLogits(load_backbone(config, tokenizer), config.head()).to(accelerator.device)
-    optimizer = torch.optim.AdamW([p for p in judge.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.schedule if config.schedule != "constant" else "constant_with_warmup",
-                              optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
-    judge, optimizer = accelerator.prepare(judge, optimizer)
-    parts = (judge, optimizer, scheduler)
+    engine = Engine(accelerator, PairLogits(load_backbone(config, tokenizer), config.head()), config, total_steps)
+    saved = Checkpoints(accelerator, output_dir, engine, config.keep_checkpoints, {})
     state = checkpoint.TrainerState()
     previous = checkpoint.checkpoints(output_dir) if config.resume else []
     if previous:
-        state = checkpoint.load(accelerator, previous[-1], *parts)
-        accelerator.print(f"resumed from {previous[-1]} at step {state.step}")
-    run = Run(accelerator, config, output_dir, parts, tokenizer.pad_token_id, evaluation)
+        state = saved.load(previous[-1])
+        engine.guard.skipped = state.skipped_steps
+    tracker = Tracker(accelerator, output_dir, asdict(config), enabled=main, trackers=trackers,
+                      project=config.project, run_name=config.run_name)
+    run = Run(config, engine, saved, tracker, tokenizer.pad_token_id, evaluation, output_dir)
     run.train(train.examples, order, state, total_steps)
-    return _save_final(accelerator, accelerator.unwrap_model(judge).model, tokenizer, config, train, output_dir,
-                       run.tracker, state.step)
+    return _save_final(accelerator, engine.model, tokenizer, config, train, output_dir, state.step)
 
 
 def _data(config: JudgeTrainConfig, tokenizer, run_dir: Path | None):
@@ -137,93 +134,67 @@ def _data(config: JudgeTrainConfig, tokenizer, run_dir: Path | None):
 
 
 class Run:
-    """One training run's loop state: what it steps (judge, optimizer, scheduler), logs and evaluates."""
+    """One training run's loop: what it steps (the engine), logs, evaluates and checkpoints."""
 
-    def __init__(self, accelerator, config: JudgeTrainConfig, output_dir: Path, parts, pad_token_id: int,
-                 evaluation):
-        self.accelerator, self.config, self.output_dir, self.parts = accelerator, config, output_dir, parts
-        self.pad_token_id, self.evaluation = pad_token_id, evaluation
-        self.settings = config.head()
-        self.tracker = Tracker(output_dir, config.report_to, asdict(config), enabled=accelerator.is_main_process)
+    def __init__(self, config: JudgeTrainConfig, engine: Engine, saved: Checkpoints, tracker: Tracker,
+                 pad_token_id: int, evaluation, output_dir: Path):
+        self.config, self.engine, self.saved, self.tracker = config, engine, saved, tracker
+        self.accelerator, self.output_dir = engine.accelerator, output_dir
+        self.pad_token_id, self.evaluation, self.settings = pad_token_id, evaluation, config.head()
 
     def train(self, examples: list, order: BatchOrder, state, total_steps: int) -> None:
-        from tqdm.auto import tqdm
-
         config, accelerator = self.config, self.accelerator
-        judge, optimizer, scheduler = self.parts
-        guard = NonFiniteGuard(config.max_nonfinite_steps, state.skipped_steps)
-        progress = tqdm(total=total_steps, initial=state.step, desc="judge train", unit="step", dynamic_ncols=True,
-                        disable=not (accelerator.is_main_process and config.progress))
-        window: dict[str, float] = {}
+        console = Console(total_steps, state.step, enabled=accelerator.is_main_process and config.progress,
+                          name="judge train", shown=SHOWN)
+        window = Window()
         with StopRequests() as stop:
             while state.step < total_steps:
-                metrics = self.gradients(examples, order, state.step)
-                params = [p for p in judge.parameters() if p.requires_grad]
-                grad_norm = float(accelerator.clip_grad_norm_(params, config.max_grad_norm or math.inf))
-                loss, stopping = self.agree(metrics["loss"], stop.requested)
-                if guard.allows(state.step + 1, loss, grad_norm, self.last()):
-                    optimizer.step()
-                    for key, value in {**metrics, "grad_norm": grad_norm,
-                                       "learning_rate": scheduler.get_last_lr()[0]}.items():
-                        window[key] = window.get(key, 0.0) + value
-                    window["updates"] = window.get("updates", 0) + 1
-                scheduler.step()  # a skipped step keeps its place in the schedule, as in `prefkit train`
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                state.skipped_steps = guard.skipped
-                progress.update(1)
-                self.bookkeeping(state, total_steps, window, progress)
-                if stopping and state.step < total_steps:
-                    where = checkpoint.save(accelerator, self.output_dir, state, config.keep_checkpoints, *self.parts)
-                    progress.close()
+                micro = [order.indices(state.step * config.grad_accum + m) for m in range(config.grad_accum)]
+                batches = (pair_batch(examples, indices, self.pad_token_id, self.settings, accelerator.device)
+                           for indices in micro)
+                update = self.engine.step(state.step + 1, batches, config.grad_accum, self.loss_of,
+                                          stop_requested=stop.requested, last_good=self.saved.last())
+                if update.applied:
+                    window.add(update.metrics, grad_norm=update.grad_norm, learning_rate=self.engine.learning_rate)
+                window.tokens += update.tokens
+                state.step, state.skipped_steps = state.step + 1, self.engine.guard.skipped
+                console.advance()
+                self.bookkeeping(state, total_steps, window, console)
+                if update.stopping and state.step < total_steps:
+                    where = self.saved.save(state)
+                    console.close()
                     self.tracker.close()
                     raise stop.stopped(f"checkpoint {where} at step {state.step} of {total_steps}")
-        progress.close()
+        console.close()
+        self.tracker.close()
 
-    def gradients(self, examples: list, order: BatchOrder, step: int) -> dict[str, float]:
-        """Backward over the `grad_accum` micro-batches of optimizer step `step`; their mean loss and accuracy."""
-        config, accelerator, judge = self.config, self.accelerator, self.parts[0]
-        totals = {"loss": 0.0, "accuracy": 0.0}
-        for micro in range(config.grad_accum):
-            batch = pair_batch(examples, order.indices(step * config.grad_accum + micro), self.pad_token_id,
-                               self.settings, accelerator.device)
-            with accelerator.autocast():
-                logits = judge(batch)
-                loss = pair_loss(logits, batch)
-            accelerator.backward(loss / config.grad_accum)
-            totals["loss"] += loss.item() / config.grad_accum
-            right = (logits > 0) == (batch["labels"] > 0.5)
-            totals["accuracy"] += right.float().mean().item() / config.grad_accum
-        return totals
+    def loss_of(self, judge, batch: dict):
+        """The batch's mean log-loss and its pairwise accuracy."""
+        logits = judge(batch)
+        loss = pair_loss(logits, batch)
+        accuracy = ((logits > 0) == (batch["labels"] > 0.5)).float().mean().item()
+        return loss, {"loss": loss.item(), "accuracy": accuracy}
 
-    def agree(self, loss: float, stop: bool) -> tuple[float, bool]:
-        """The mean loss over processes (non-finite if any process's is) and whether any process must stop, so
-        every process skips or stops at the same step."""
-        if self.accelerator.num_processes == 1:
-            return loss, stop
-        values = self.accelerator.reduce(torch.tensor([loss, float(stop)], device=self.accelerator.device), "mean")
-        return float(values[0]), bool(values[1] > 0)
-
-    def bookkeeping(self, state, total_steps: int, window: dict, progress) -> None:
+    def bookkeeping(self, state, total_steps: int, window: Window, console: Console) -> None:
         """Log, evaluate and checkpoint when their steps come."""
         config, last = self.config, state.step == total_steps
         if state.step % config.logging_steps == 0 or last:
-            updates = window.pop("updates", 0)
-            logged = {k: v / updates for k, v in window.items()} if updates else {}
-            self.tracker.log(state.step, {**logged, "skipped_steps": state.skipped_steps})
-            window.clear()
-            if "loss" in logged:
-                progress.set_postfix(loss=f"{logged['loss']:.4f}")
+            logged = window.flush(self.accelerator, skipped_steps=state.skipped_steps)
+            self.tracker.log(state.step, logged)
+            console.metrics(state.step, logged)
         if self.evaluation is not None and (config.eval_steps and state.step % config.eval_steps == 0 or last):
-            self.tracker.log(state.step, self.evaluate(state.step))
+            with window.pause():
+                evaluated = self.evaluate(state.step)
+            self.tracker.log(state.step, evaluated)
+            console.metrics(state.step, evaluated)
         if config.save_steps and state.step % config.save_steps == 0:
-            checkpoint.save(self.accelerator, self.output_dir, state, config.keep_checkpoints, *self.parts)
+            self.saved.save(state)
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, float]:
         """eval/accuracy, eval/log_loss, eval/ece on the whole eval split; eval-judge.json and the reliability plot
         plots/reliability.png (both written atomically) on the main process."""
-        judge = self.accelerator.unwrap_model(self.parts[0])
+        judge = self.accelerator.unwrap_model(self.engine.policy)
         judge.eval()
         examples, size = self.evaluation.examples, self.config.batch_size
         probs, labels = [], []
@@ -244,18 +215,13 @@ class Run:
                              f"{self.config.kind} judge, step {step}: ECE {metrics['ece']:.3f}")
         return {f"eval/{k}": v for k, v in metrics.items()}
 
-    def last(self) -> str:
-        done = checkpoint.checkpoints(self.output_dir)
-        return str(done[-1]) if done else "none"
 
-
-def _save_final(accelerator, model, tokenizer, config: JudgeTrainConfig, train, output_dir: Path, tracker,
+def _save_final(accelerator, model, tokenizer, config: JudgeTrainConfig, train, output_dir: Path,
                 step: int) -> Path:
     """The final judge in Hugging Face format with its model card; never from non-finite weights."""
     from prefkit.judges.card import save_judge
     from prefkit.train.tracking import read_metrics
 
-    tracker.close()
     if not checkpoint.all_finite(model):
         raise RunStopped(f"the weights are not finite after step {step}; final judge not written")
     final = output_dir / "final"
