@@ -216,3 +216,10 @@ def test_the_console_shows_a_summary_and_a_metric_line_per_logging_step(workspac
     assert [line.split(" |")[0] for line in lines] == ["train step 1/2", "train step 2/2"]
     assert all("loss " in line and "ETA " in line for line in lines)
     assert "Writing model shards" not in err and "Loading weights" not in err  # transformers' bars are off
+
+
+def test_the_logged_learning_rate_is_the_current_one_not_the_window_mean(workspace, tmp_path):
+    fit(config(workspace, tmp_path, max_steps=4, logging_steps=2, schedule="linear", learning_rate=1e-3))
+    logged = {r["step"]: r["learning_rate"] for r in read_metrics(tmp_path) if "learning_rate" in r}
+    # linear decay over 4 steps: step k trains with 1e-3·(1 − (k−1)/4); the window mean at step 2 would be 0.875e-3
+    assert logged == {2: pytest.approx(0.75e-3), 4: pytest.approx(0.25e-3)}

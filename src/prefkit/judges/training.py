@@ -155,7 +155,7 @@ class Run:
                 update = self.engine.step(state.step + 1, batches, config.grad_accum, self.loss_of,
                                           stop_requested=stop.requested, last_good=self.saved.last())
                 if update.applied:
-                    window.add(update.metrics, grad_norm=update.grad_norm, learning_rate=self.engine.learning_rate)
+                    window.add(update.metrics, grad_norm=update.grad_norm, learning_rate=update.learning_rate)
                 window.tokens += update.tokens
                 state.step, state.skipped_steps = state.step + 1, self.engine.guard.skipped
                 console.advance()

@@ -55,12 +55,13 @@ def make_accelerator(mixed_precision: str, trackers: list[str] = (), project_dir
 
 @dataclass
 class Update:
-    """What one optimizer step did: the micro-batches' mean metrics, the gradient norm, whether the weights
-    changed (the guard may skip a non-finite step), whether a stop was requested on any process, and the
-    number of tokens it trained on."""
+    """What one optimizer step did: the micro-batches' mean metrics, the gradient norm and the learning rate it
+    stepped with, whether the weights changed (the guard may skip a non-finite step), whether a stop was
+    requested on any process, and the number of tokens it trained on."""
 
     metrics: dict[str, float]
     grad_norm: float
+    learning_rate: float
     applied: bool
     stopping: bool
     tokens: int
@@ -117,11 +118,12 @@ class Engine:
         loss = metrics.get("loss", math.nan)
         bad, stopping = agree(accelerator, not math.isfinite(loss + grad_norm), stop_requested)
         applied = self.guard.allows(number, math.nan if bad else loss, grad_norm, last_good)
+        learning_rate = self.learning_rate
         if applied:
             self.optimizer.step()
         self.scheduler.step()  # a skipped step still uses up its place in the schedule, as AMP's skipped steps do
         self.optimizer.zero_grad(set_to_none=True)
-        return Update(metrics, grad_norm, applied, stopping, tokens)
+        return Update(metrics, grad_norm, learning_rate, applied, stopping, tokens)
 
     @property
     def learning_rate(self) -> float:

@@ -138,7 +138,8 @@ def _summary(run: Run, reference_mode: str) -> dict:
                  f"{config.batch_size * config.grad_accum * processes} per step",
         "parameters": f"{sum(p.numel() for p in params if p.requires_grad):,} trainable of "
                       f"{sum(p.numel() for p in params):,}",
-        "reference": _reference_line(run.reference, reference_mode), "precision": f"{config.dtype} weights, mixed precision {config.mixed_precision}",
+        "reference": _reference_line(run.reference, reference_mode), "precision": f"{config.dtype} weights, "
+        + ("no mixed precision" if config.mixed_precision == "no" else f"{config.mixed_precision} autocast"),
         "output": str(run.output_dir)})
     if run.state.step:
         summary["resumed at"] = f"step {run.state.step}"
@@ -178,7 +179,7 @@ def after_step(run: Run, update: Update) -> None:
     config, state, engine = run.config, run.state, run.engine
     run.window.tokens += update.tokens
     if update.applied:
-        run.window.add(update.metrics, grad_norm=update.grad_norm, learning_rate=engine.scheduler.get_last_lr()[0])
+        run.window.add(update.metrics, grad_norm=update.grad_norm, learning_rate=update.learning_rate)
     state.step += 1
     state.skipped_steps, state.statistics = engine.guard.skipped, run.objective.state()
     if config.ref_sync_steps and state.step % config.ref_sync_steps == 0:
