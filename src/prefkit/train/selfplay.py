@@ -28,6 +28,7 @@ from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
 from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.train.selfplay_disk import prune_policies
 from prefkit.train.signals import StopRequests
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
 from prefkit.train import winrates
@@ -98,9 +99,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
                 raise stop.stopped(f"iteration {t}; --resume continues with iteration {t + 1}")
     bar.close()
     _plot(out)
-    final = out / "final"
-    _save_model(model, tokenizer, final)
-    return final
+    return _save_final(run)
 
 
 def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
@@ -149,6 +148,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     run.tracker.log(t, metrics)
     run.state["completed"] = t
     write_json(run.out / "state.json", run.state)
+    prune_policies(run.out, run.state, config.keep_policies)  # after state.json: it names what resume reads
     return metrics
 
 
@@ -355,6 +355,19 @@ def _save_model(model, tokenizer, directory: Path) -> None:
     model.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     replace_dir(tmp, directory)
+
+
+def _save_final(run: Run) -> Path:
+    """final/: the policy, its tokenizer and a model card (method, hyper-parameters, judge, prompts)."""
+    from prefkit.train.model_card import save_final, selfplay_card
+    from prefkit.train.tracking import read_metrics
+
+    records = read_metrics(run.out)
+    metrics = {k: v for k, v in (records[-1] if records else {}).items() if k != "step"}
+    final = run.out / "final"
+    save_final(run.model, run.tokenizer, final, run.config, None, metrics,
+               card=selfplay_card(run.config, len(run.train_prompts), metrics))
+    return final
 
 
 def _read_state(out: Path) -> dict:

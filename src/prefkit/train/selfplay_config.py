@@ -53,6 +53,7 @@ class SelfPlayConfig:
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
     seed: int = 0
+    keep_policies: int | None = 2  # iteration policies kept on disk besides the magnet's (null: all; docs "Disk")
     resume: bool = False  # continue the run in output_dir (same settings only)
     overwrite: bool = False  # remove an earlier run in output_dir and start afresh
     max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops
@@ -101,5 +102,5 @@ SELFPLAY_LIMITS = {
     "temperature": Limit("> 0 (self-play samples K different answers: there is no greedy decoding)",
                          lambda value: value > 0), "top_p": within(0, 1, open_low=True), "max_new_tokens": at_least(1),
     "eval_samples": at_least(1), "kl_samples": at_least(1), "eval_limit": at_least(1),
-    "judge_chunk_size": at_least(1),
+    "judge_chunk_size": at_least(1), "keep_policies": at_least(1),
     "logprob_chunk_size": at_least(1), "seed": at_least(0), "max_nonfinite_steps": at_least(1)}
