@@ -24,6 +24,7 @@ from prefkit.io import atomic_write, read_json, replace_dir, write_json
 from prefkit.modeling.generation import Sample, encode_prompt, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
+from prefkit.modeling.vllm_generator import make_generator
 from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
@@ -56,6 +57,7 @@ class Run:
     pairs: str
     source: object  # the judge's enumerating side, or None for a black box
     initial: FrozenCopy | None  # π_0, kept for KL metrics when the magnet moves away from it
+    generator: object = None  # the vLLM engine that samples (generator: vllm); None: transformers' generate
 
 
 def selfplay(config: SelfPlayConfig) -> Path:
@@ -84,6 +86,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
               "logps" in losses.get(config.loss).inputs, Tracker(out, ["jsonl"], {}, enabled=True), baseline,
               mode, pairs, source, initial)
+    run.generator = make_generator(config)
 
     bar = tqdm(total=config.iterations, initial=state["completed"], desc=f"self-play {config.loss}", unit="iter",
                disable=not config.progress)
@@ -114,7 +117,8 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
             raise stop.stopped(f"iteration {t}'s {saved}; --resume continues from them")
 
     prompts = _iteration_prompts(run.train_prompts, t, config.prompts_per_iteration)
-    samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t)
+    samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t,
+                                  engine=run.generator, policy_dir=_policy_path(run.out, t - 1, config))
     check("samples")
     before = winrates.distributions(model, tokenizer, run.source, prompts) if run.source else None
     candidates, rates, labels, enumerated = _targets(run, folder, prompts, samples, opponents, before, check)
@@ -227,11 +231,15 @@ def _tracking(run: Run, prompts: list, before: list, loss_params: dict) -> dict[
     return {"tracking_tv": float(distances.mean()), "tracking_share": float(share)}
 
 
+def _policy_path(out: Path, iteration: int, config: SelfPlayConfig) -> str:
+    """Where π_iteration is saved: the initial model for 0, else the policy saved after that iteration."""
+    return str(out / f"iter-{iteration:04d}" / "policy") if iteration else config.model
+
+
 def _load_policy(out: Path, iteration: int, config: SelfPlayConfig):
-    """π_iteration: the initial model for 0, else the policy saved after that iteration."""
-    path = out / f"iter-{iteration:04d}" / "policy" if iteration else config.model
-    return load_model(str(path), dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                      fuse=config.fuse_modules)
+    """π_iteration, loaded from `_policy_path`."""
+    return load_model(_policy_path(out, iteration, config), dtype=config.dtype,
+                      trust_remote_code=config.trust_remote_code, fuse=config.fuse_modules)
 
 
 def _due(config, t, state, model, magnet, tokenizer, task, eval_prompts) -> bool:
@@ -299,16 +307,21 @@ def _iteration_prompts(prompts: list, t: int, count: int) -> list:
     return [prompts[order[(start + i) % len(prompts)]] for i in range(count)]
 
 
-def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed: int):
+def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed: int, engine=None, policy_dir=None):
     """K samples per prompt from π_t and, with `mixture_coef` > 0, K opponents from the geometric mixture
-    π_t^(1−β)·π_ref^β (Nash-MD). Saved once; a resumed iteration reuses them."""
+    π_t^(1−β)·π_ref^β (Nash-MD). Saved once; a resumed iteration reuses them. With a vLLM `engine` it samples
+    π_t, whose weights are saved in `policy_dir` (the opponents stay on transformers)."""
     path = folder / "samples.json"
     if path.is_file():  # sampled before an interruption: reuse, never resample
         saved = read_json(path)
         load = lambda groups: [[Sample(s["text"], s["ids"]) for s in group] for group in groups]  # noqa: E731
         return load(saved["samples"]), load(saved["opponents"])
     options = dict(seed=seed, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
-    samples = generate(model, tokenizer, prompts, config.samples_per_prompt, top_p=config.top_p, **options)
+    k = config.samples_per_prompt
+    if engine is None:
+        samples = generate(model, tokenizer, prompts, k, top_p=config.top_p, **options)
+    else:  # vLLM: it holds π_t once the weights saved in `policy_dir` are pushed (prefkit.modeling.vllm_generator)
+        samples = engine.sample(model, policy_dir, tokenizer, prompts, k, top_p=config.top_p, **options)
     mixture = (magnet_model, config.mixture_coef)
     opponents = generate(model, tokenizer, prompts, config.samples_per_prompt, mixture=mixture,
                          **{**options, "seed": seed + 1}) if config.mixture_coef else [[] for _ in prompts]

@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefkit.modeling.load import DTYPES
+from prefkit.modeling.vllm_generator import problems as vllm_problems
 from prefkit.train.validation import Limit, above, at_least, check_fields, loss_problems, raise_problems, within
 
 PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
 WINRATES = ("auto", "exact", "sampled", "weighted")
 SCHEDULES = ("linear", "constant")
+GENERATORS = ("hf", "vllm")
 
 
 @dataclass
@@ -42,6 +44,8 @@ class SelfPlayConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 32
+    generator: str = "hf"  # who samples each iteration's K responses: hf (transformers) or vllm (prefkit[vllm])
+    vllm: dict[str, Any] = field(default_factory=dict)  # engine options (prefkit.modeling.vllm_generator.VllmOptions)
     eval_samples: int = 1  # samples per eval prompt for the per-iteration win rates
     kl_samples: int = 4  # fresh samples per eval prompt, each iteration, for the KL estimates
     eval_limit: int = 64  # eval prompts used per iteration (the first ones)
@@ -77,12 +81,15 @@ class SelfPlayConfig:
 
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first (the same checks as `prefkit train`'s config)."""
-        choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES)}
+        choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES),
+                   "generator": GENERATORS}
         problems, bad = check_fields(self, SELFPLAY_LIMITS, choices,
                                      {"model": "--model", "output_dir": "--output-dir"})
         if self.winrates in ("exact", "weighted") and self.mixture_coef:
             problems.append(f"winrates: {self.winrates} is against π_t, but Nash-MD's opponents come from the "
                             "geometric mixture (mixture_coef > 0): use winrates: sampled")
+        if not bad & {"generator", "vllm"}:
+            problems += vllm_problems(self.generator, self.vllm)
         if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:
