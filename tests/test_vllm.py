@@ -152,3 +152,55 @@ def test_the_example_vllm_config_validates():
 
     config = load_config(str(Path(__file__).parents[1] / "configs" / "mpo-vllm.yaml"), kind=SelfPlayConfig)
     assert config.generator == "vllm" and config.vllm["max_model_len"] == 64
+
+
+@pytest.fixture
+def server(pretrained, tmp_path):
+    """vLLM's OpenAI-compatible server on the loopback, started on the pre-trained model, with the reload endpoint."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port),
+         "--model", pretrained[3], "--max-model-len", "64", "--dtype", "float32"], stdout=log, stderr=log,
+        env={**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"})
+    url, deadline = f"http://127.0.0.1:{port}", time.time() + 600
+    try:
+        while True:
+            assert process.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+            try:
+                urllib.request.urlopen(url + "/v1/models", timeout=5)
+                break
+            except OSError:
+                time.sleep(2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+        log.close()
+
+
+@pytest.mark.slow
+def test_a_server_samples_and_reloads_the_saved_policy(pretrained, server, tmp_path):
+    from prefkit.modeling.vllm_generator import ServerEngine
+
+    task, model, tokenizer, path = pretrained
+    engine = ServerEngine(path, VllmOptions(server=server))
+    prompts = task.prompts(split="eval")[:4]
+    groups, logps = engine.sample(model, path, tokenizer, prompts, 3, seed=1, max_new_tokens=6, logprobs=True)
+    assert largest_gap(model, tokenizer, prompts, groups, logps) < TOLERANCE
+    moved = type(model)(model.config)
+    moved.load_state_dict({k: v + 0.05 * torch.randn_like(v) for k, v in model.state_dict().items()})
+    moved.save_pretrained(tmp_path / "policy")  # the server reloads what the run saved
+    groups, logps = engine.sample(moved, tmp_path / "policy", tokenizer, prompts, 3, seed=1, max_new_tokens=6,
+                                  logprobs=True)
+    assert largest_gap(moved, tokenizer, prompts, groups, logps) < TOLERANCE
+    assert largest_gap(model, tokenizer, prompts, groups, logps) > 100 * TOLERANCE
