@@ -147,8 +147,11 @@ class LocalEngine(_Engine):
         self.llm = LLM(model=str(model), dtype=dtype, seed=seed, trust_remote_code=trust_remote_code, **engine)
 
     def push(self, policy, saved: Path) -> None:
-        weights = ((name, tensor.detach()) for name, tensor in policy.state_dict().items())
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
+        if self.options.tensor_parallel_size > 1:  # workers in processes of their own: they read the saved policy
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(saved)})
+        else:
+            weights = ((name, tensor.detach()) for name, tensor in policy.state_dict().items())
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
 
     def draw(self, prompt_ids, n, seeds, temperature, top_p, max_new_tokens, eos, logprobs):
