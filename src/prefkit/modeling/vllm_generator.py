@@ -38,7 +38,7 @@ class VllmOptions:
 
     server: str | None = None  # URL of a running vLLM server; then nothing below applies here
     dtype: str | None = None  # default: the run's `dtype`
-    max_model_len: int | None = None  # default: prompt length + max_new_tokens is what must fit; vLLM's own default
+    max_model_len: int | None = None  # default: the model's positions; prompt + max_new_tokens must fit
     gpu_memory_utilization: float | None = None  # share of GPU memory for weights and KV cache (vLLM's default 0.92)
     kv_cache_memory_bytes: int | None = None  # the KV cache size; on CPU, without it vLLM takes much of the RAM
     tensor_parallel_size: int = 1
@@ -91,18 +91,10 @@ def request_seeds(seed: int, count: int) -> list[int]:
 
 
 def to_samples(tokenizer, outputs: Sequence[Sequence[list[int]]], eos: int) -> list:
-    """Token ids per prompt -> Samples, cut after the first EOS and decoded as `generation.generate` does."""
-    from prefkit.modeling.generation import Sample
+    """Token ids per prompt -> Samples, as `generation.generate` makes them."""
+    from prefkit.modeling.generation import to_sample
 
-    groups = []
-    for group in outputs:
-        samples = []
-        for ids in group:
-            tokens = ids[:ids.index(eos) + 1] if eos in ids else list(ids)
-            text_tokens = tokens[:-1] if tokens and tokens[-1] == eos else tokens
-            samples.append(Sample(tokenizer.decode(text_tokens, skip_special_tokens=False), tokens))
-        groups.append(samples)
-    return groups
+    return [[to_sample(tokenizer, list(ids), eos) for ids in group] for group in outputs]
 
 
 class _Engine:
