@@ -38,11 +38,12 @@ def test_pruning_finishes_a_removal_a_kill_interrupted_and_keeps_what_state_name
         (tmp_path / f"iter-{t:04d}" / "policy").mkdir(parents=True)
         (tmp_path / f"iter-{t:04d}" / "samples.json").write_text("{}")
     (tmp_path / "iter-0001" / "policy").rename(tmp_path / "iter-0001" / "policy.removing")  # killed mid-removal
-    state = {"completed": 3, "magnet": 1}  # iteration 4 is being written: never touched
-    assert policies_to_keep(state, 1) == {1, 3} and policies_to_keep(state, None) is None
-    assert prune_policies(tmp_path, state, 1) == [1, 2]
-    assert kept(tmp_path) == [3, 4] and (tmp_path / "iter-0002" / "samples.json").is_file()
-    assert not (tmp_path / "iter-0001" / "policy.removing").exists()
+    state = {"completed": 3, "magnet": 2}  # iteration 4 is being written: never touched
+    assert policies_to_keep(state, 1) == {2, 3} and policies_to_keep(state, None) is None
+    assert prune_policies(tmp_path, state, 1) == [1]
+    assert kept(tmp_path) == [2, 3, 4] and not (tmp_path / "iter-0001" / "policy.removing").exists()
+    assert (tmp_path / "iter-0001" / "samples.json").is_file()
+    assert prune_policies(tmp_path, {"completed": 3, "magnet": 3}, 1) == [2]  # the magnet moved on
     assert prune_policies(tmp_path, {"completed": 3, "magnet": 3}, 1) == []
 
 
