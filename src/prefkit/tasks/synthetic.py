@@ -203,8 +203,9 @@ class SyntheticTask:
             self._tokenizer = tiny_tokenizer(self.corpus(), vocab_size=VOCAB_SIZE)
         return self._tokenizer
 
-    def model(self, seed: int = 0, *, hidden_size: int = 64, layers: int = 2, heads: int = 4):
-        """A tiny, untrained Llama (transformers' LlamaForCausalLM) whose vocabulary matches tokenizer()."""
+    def model(self, seed: int = 0, *, hidden_size: int = 64, layers: int = 2, heads: int = 2):
+        """A tiny, untrained Llama (transformers' LlamaForCausalLM) whose vocabulary matches tokenizer(). Two heads
+        of 32 by default: vLLM's CPU attention takes head sizes from 32 up, so the task model loads there too."""
         from prefkit.modeling.tiny import tiny_llama
         tokenizer = self.tokenizer()
         return tiny_llama(len(tokenizer), hidden_size=hidden_size, layers=layers, heads=heads, max_positions=64,

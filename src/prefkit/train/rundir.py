@@ -26,9 +26,9 @@ RUN_ENTRIES = ("run.json", "metrics.jsonl", "checkpoints", "final", "final.tmp",
                "tensorboard", "wandb", "state.json", "magnet", "magnet.tmp", "plots", "report.html", "report.md")
 RUN_PATTERNS = ("iter-*", "eval-*.json")
 # Keys that change only how a run is watched or stored, never what it computes.
-BOOKKEEPING = {"resume", "overwrite", "progress", "report_to", "project", "run_name", "logging_steps", "eval_steps", "save_steps",
-               "keep_checkpoints", "cache_dir", "iterations", "judge_chunk_size", "max_nonfinite_steps",
-               "output_dir"}
+BOOKKEEPING = {"resume", "overwrite", "progress", "report_to", "project", "run_name", "logging_steps", "eval_steps",
+               "save_steps", "keep_checkpoints", "keep_policies", "cache_dir", "iterations", "judge_chunk_size",
+               "max_nonfinite_steps", "output_dir"}
 
 
 def open_run(config, command: str, main: bool = True) -> Path:

@@ -24,10 +24,12 @@ from prefkit.io import atomic_write, read_json, save_figure, save_model, write_j
 from prefkit.modeling.generation import Sample, encode_prompt, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
+from prefkit.modeling.vllm_generator import make_generator
 from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
 from prefkit.train.selfplay_config import SELFPLAY_FEEDS, SelfPlayConfig
+from prefkit.train.selfplay_disk import prune_policies
 from prefkit.train.signals import StopRequests
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
 from prefkit.train import winrates
@@ -62,6 +64,7 @@ class Run:
     source: object  # the judge's enumerating side, or None for a black box
     initial: FrozenCopy | None  # π_0, kept for KL metrics when the magnet moves away from it
     engine_parts: tuple  # (accelerator, the policy prepared for the training engine)
+    generator: object = None  # the vLLM engine that samples (generator: vllm); None: transformers' generate
 
 
 def selfplay(config: SelfPlayConfig) -> Path:
@@ -93,6 +96,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
                       run_name=config.run_name)
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
               kind == "selfplay-singles", tracker, baseline, mode, pairs, source, initial, (accelerator, policy))
+    run.generator = make_generator(config)
 
     console = Console(config.iterations, state["completed"], enabled=config.progress, name=f"self-play {config.loss}",
                       unit="iteration", shown=SHOWN)
@@ -108,9 +112,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
     console.close()
     tracker.close()
     _plot(out)
-    final = out / "final"
-    save_model(model, tokenizer, final)
-    return final
+    return _save_final(run)
 
 
 def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
@@ -125,7 +127,8 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
             raise stop.stopped(f"iteration {t}'s {saved}; --resume continues from them")
 
     prompts = _iteration_prompts(run.train_prompts, t, config.prompts_per_iteration)
-    samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t)
+    samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t,
+                                  engine=run.generator, policy_dir=_policy_path(run.out, t - 1, config))
     check("samples")
     before = winrates.distributions(model, tokenizer, run.source, prompts) if run.source else None
     candidates, rates, labels, enumerated = _targets(run, folder, prompts, samples, opponents, before, check)
@@ -160,6 +163,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     run.tracker.log(t, metrics)
     run.state["completed"] = t
     write_json(run.out / "state.json", run.state)
+    prune_policies(run.out, run.state, config.keep_policies)  # after state.json: it names what resume reads
     return metrics
 
 
@@ -246,11 +250,15 @@ def _tracking(run: Run, prompts: list, before: list, loss_params: dict) -> dict[
     return {"tracking_tv": float(distances.mean()), "tracking_share": float(share)}
 
 
+def _policy_path(out: Path, iteration: int, config: SelfPlayConfig) -> str:
+    """Where π_iteration is saved: the initial model for 0, else the policy saved after that iteration."""
+    return str(out / f"iter-{iteration:04d}" / "policy") if iteration else config.model
+
+
 def _load_policy(out: Path, iteration: int, config: SelfPlayConfig):
-    """π_iteration: the initial model for 0, else the policy saved after that iteration."""
-    path = out / f"iter-{iteration:04d}" / "policy" if iteration else config.model
-    return load_model(str(path), dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                      fuse=config.fuse_modules)
+    """π_iteration, loaded from `_policy_path`."""
+    return load_model(_policy_path(out, iteration, config), dtype=config.dtype,
+                      trust_remote_code=config.trust_remote_code, fuse=config.fuse_modules)
 
 
 def _due(config, t, state, model, magnet, tokenizer, task, eval_prompts) -> bool:
@@ -318,16 +326,21 @@ def _iteration_prompts(prompts: list, t: int, count: int) -> list:
     return [prompts[order[(start + i) % len(prompts)]] for i in range(count)]
 
 
-def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed: int):
+def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed: int, engine=None, policy_dir=None):
     """K samples per prompt from π_t and, with `mixture_coef` > 0, K opponents from the geometric mixture
-    π_t^(1−β)·π_ref^β (Nash-MD). Saved once; a resumed iteration reuses them."""
+    π_t^(1−β)·π_ref^β (Nash-MD). Saved once; a resumed iteration reuses them. With a vLLM `engine` it samples
+    π_t, whose weights are saved in `policy_dir` (the opponents stay on transformers)."""
     path = folder / "samples.json"
     if path.is_file():  # sampled before an interruption: reuse, never resample
         saved = read_json(path)
         load = lambda groups: [[Sample(s["text"], s["ids"]) for s in group] for group in groups]  # noqa: E731
         return load(saved["samples"]), load(saved["opponents"])
     options = dict(seed=seed, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
-    samples = generate(model, tokenizer, prompts, config.samples_per_prompt, top_p=config.top_p, **options)
+    k = config.samples_per_prompt
+    if engine is None:
+        samples = generate(model, tokenizer, prompts, k, top_p=config.top_p, **options)
+    else:  # vLLM: it holds π_t once the weights saved in `policy_dir` are pushed (prefkit.modeling.vllm_generator)
+        samples = engine.sample(model, policy_dir, tokenizer, prompts, k, top_p=config.top_p, **options)
     mixture = (magnet_model, config.mixture_coef)
     opponents = generate(model, tokenizer, prompts, config.samples_per_prompt, mixture=mixture,
                          **{**options, "seed": seed + 1}) if config.mixture_coef else [[] for _ in prompts]
@@ -367,6 +380,19 @@ def _score(folder, model, magnet_model, examples, tokenizer, config, per_respons
               for name, m in (("prev", model), ("ref", magnet_model))}
     atomic_write(path, lambda tmp: save_file(tables, str(tmp)))
     return tables
+
+
+def _save_final(run: Run) -> Path:
+    """final/: the policy, its tokenizer and a model card (method, hyper-parameters, judge, prompts)."""
+    from prefkit.train.model_card import save_final, selfplay_card
+    from prefkit.train.tracking import read_metrics
+
+    records = read_metrics(run.out)
+    metrics = {k: v for k, v in (records[-1] if records else {}).items() if k != "step"}
+    final = run.out / "final"
+    save_final(run.model, run.tokenizer, final, run.config, None, metrics,
+               card=selfplay_card(run.config, len(run.train_prompts), metrics))
+    return final
 
 
 def _read_state(out: Path) -> dict:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefkit.modeling.load import DTYPES
+from prefkit.modeling.vllm_generator import problems as vllm_problems
 from prefkit.train.tracking import BACKENDS
 from prefkit.train.validation import Limit, above, at_least, check_fields, loss_problems, raise_problems, within
 
@@ -13,6 +14,7 @@ PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
 WINRATES = ("auto", "exact", "sampled", "weighted")
 SCHEDULES = ("linear", "constant")
 SELFPLAY_FEEDS = ("selfplay-pairs", "selfplay-singles")  # the example kinds it builds (prefkit.losses.KINDS)
+GENERATORS = ("hf", "vllm")
 
 
 @dataclass
@@ -47,6 +49,8 @@ class SelfPlayConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 32
+    generator: str = "hf"  # who samples each iteration's K responses: hf (transformers) or vllm (prefkit[vllm])
+    vllm: dict[str, Any] = field(default_factory=dict)  # engine options (prefkit.modeling.vllm_generator.VllmOptions)
     eval_samples: int = 1  # samples per eval prompt for the per-iteration win rates
     kl_samples: int = 4  # fresh samples per eval prompt, each iteration, for the KL estimates
     eval_limit: int = 64  # eval prompts used per iteration (the first ones)
@@ -58,6 +62,7 @@ class SelfPlayConfig:
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
     seed: int = 0
+    keep_policies: int | None = 2  # iteration policies kept on disk besides the magnet's (null: all; docs "Disk")
     resume: bool = False  # continue the run in output_dir (same settings only)
     overwrite: bool = False  # remove an earlier run in output_dir and start afresh
     max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops
@@ -85,12 +90,14 @@ class SelfPlayConfig:
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first (the same checks as `prefkit train`'s config)."""
         choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES),
-                   "mixed_precision": ("no", "bf16", "fp16"), "report_to": BACKENDS}
+                   "mixed_precision": ("no", "bf16", "fp16"), "report_to": BACKENDS, "generator": GENERATORS}
         problems, bad = check_fields(self, SELFPLAY_LIMITS, choices,
                                      {"model": "--model", "output_dir": "--output-dir"})
         if self.winrates in ("exact", "weighted") and self.mixture_coef:
             problems.append(f"winrates: {self.winrates} is against π_t, but Nash-MD's opponents come from the "
                             "geometric mixture (mixture_coef > 0): use winrates: sampled")
+        if not bad & {"generator", "vllm"}:
+            problems += vllm_problems(self.generator, self.vllm)
         if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:
@@ -113,5 +120,5 @@ SELFPLAY_LIMITS = {
     "temperature": Limit("> 0 (self-play samples K different answers: there is no greedy decoding)",
                          lambda value: value > 0), "top_p": within(0, 1, open_low=True), "max_new_tokens": at_least(1),
     "eval_samples": at_least(1), "kl_samples": at_least(1), "eval_limit": at_least(1),
-    "judge_chunk_size": at_least(1),
+    "judge_chunk_size": at_least(1), "keep_policies": at_least(1),
     "logprob_chunk_size": at_least(1), "seed": at_least(0), "max_nonfinite_steps": at_least(1)}

@@ -1,0 +1,117 @@
+"""One self-play iteration broken down into its stages, sampling with transformers (`generator: hf`) or vLLM.
+
+    python bench/selfplay_iteration.py --generator hf --out runs/bench-iteration
+    python bench/selfplay_iteration.py --generator vllm --out runs/bench-iteration
+    python bench/selfplay_iteration.py --generator hf --out runs/bench-iteration eval_limit=4 kl_samples=1
+
+A randomly initialised Llama of about 52M parameters (hidden 1024, 5 layers, 8 heads of 128, the task's 512-token
+vocabulary) answers 16 prompts x 4 samples per iteration; untrained, it almost never says EOS, so every answer is
+`max_new_tokens` = 64 tokens long. The judge is a cheap Python function (the judge's own cost is the user's).
+Two iterations run; the second (the steady state: for vLLM it includes pushing the new weights) is reported,
+stage by stage: sample, judge, score, fit, evaluate (the π_t answers on the eval prompts, their win rates, the
+KL estimates' fresh samples, entropy), save; and the engine's start. Trailing KEY=VALUE arguments override the
+self-play settings. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+STAGES = {"sample": ("_samples",), "judge": ("_targets",), "score": ("_score",), "fit": ("fit_iteration",),
+          "evaluate": ("_due", "_eval_samples", "iteration_metrics", "_tracking"), "save": ("_save_model",),
+          "engine start": ("make_generator",)}
+
+
+def judge(prompt: str, a: str, b: str) -> float:
+    """Prefers the answer with more distinct characters: cheap, deterministic, and not constant."""
+    return 0.5 + 0.4 * ((len(set(a)) > len(set(b))) - (len(set(a)) < len(set(b))))
+
+
+def build(out: Path) -> tuple[str, str, int]:
+    """The model directory, the prompts file and the parameter count."""
+    from prefkit.modeling.tiny import tiny_llama
+    from prefkit.tasks import SyntheticTask
+
+    task = SyntheticTask()
+    tokenizer = task.tokenizer()
+    model = tiny_llama(len(tokenizer), hidden_size=1024, layers=5, heads=8, max_positions=256, tokenizer=tokenizer)
+    model.save_pretrained(out / "model")
+    tokenizer.save_pretrained(out / "model")
+    prompts = out / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in task.prompts(split="train")[:64]))
+    return str(out / "model"), str(prompts), sum(p.numel() for p in model.parameters())
+
+
+def timed(module, times: dict, clock: dict) -> None:
+    """Wrap the stage functions the loop calls by name, adding their wall time to the current iteration's."""
+    for stage, names in STAGES.items():
+        for name in names:
+            real = getattr(module, name)
+
+            def wrapper(*args, _real=real, _stage=stage, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _real(*args, **kwargs)
+                finally:
+                    times[clock["t"]][_stage] += time.perf_counter() - start
+            setattr(module, name, wrapper)
+    real_iteration = module._iteration
+
+    def iteration(run, t, stop):
+        clock["t"] = t
+        start = time.perf_counter()
+        try:
+            return real_iteration(run, t, stop)
+        finally:
+            times[t]["iteration"] = time.perf_counter() - start
+            clock["t"] = 0
+    module._iteration = iteration
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--generator", choices=("hf", "vllm"), default="hf")
+    parser.add_argument("--out", default="runs/bench-iteration")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE self-play settings")
+    args = parser.parse_args(argv)
+
+    import torch
+    import transformers
+
+    from prefkit.train import selfplay as loop
+    from prefkit.train.config import load_config
+    from prefkit.train.selfplay_config import SelfPlayConfig
+
+    out = Path(args.out) / args.generator
+    model, prompts, parameters = build(out)
+    sys.path.insert(0, str(Path(__file__).parent))
+    settings = dict(model=model, output_dir=str(out / "run"), prompts=prompts, judge="selfplay_iteration:judge",
+                    iterations=2, prompts_per_iteration=16, samples_per_prompt=4, max_new_tokens=64, epochs=1,
+                    batch_size=8, learning_rate=1e-5, eval_limit=16, kl_samples=4, loss="mpo", overwrite=True,
+                    winrates="sampled", progress=False, generator=args.generator)
+    overrides = [f"vllm={json.dumps({'max_model_len': 256, 'kv_cache_memory_bytes': 1 << 30})}", *args.overrides]
+    config = load_config(None, settings, overrides, kind=SelfPlayConfig)
+    times, clock = defaultdict(lambda: defaultdict(float)), {"t": 0}
+    timed(loop, times, clock)
+    start = time.perf_counter()
+    loop.selfplay(config)
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    if args.generator == "vllm":
+        import vllm
+        versions["vllm"] = vllm.__version__
+    samples = json.loads((out / "run" / "iter-0002" / "samples.json").read_text())["samples"]
+    lengths = [len(s["ids"]) for group in samples for s in group]
+    print(json.dumps({"generator": args.generator, "parameters": parameters, "overrides": args.overrides,
+                      "answer_tokens_mean": sum(lengths) / len(lengths), "answers": len(lengths),
+                      "engine_start_s": round(times[0]["engine start"], 2), "total_s": round(time.perf_counter() - start, 1),
+                      "iteration_2_s": {k: round(v, 2) for k, v in times[2].items()},
+                      "sample_tokens_per_s": round(sum(lengths) / times[2]["sample"], 1), **versions}))
+
+
+if __name__ == "__main__":  # vLLM's engine may spawn worker processes, which re-import this file
+    main()
