@@ -21,7 +21,8 @@ def add_parser(subparsers) -> None:
                         help="continue the run in the output directory from its last checkpoint (same settings only)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="remove an earlier run in the output directory and start afresh")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="any config key")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="any config key, TRL's names too; anywhere on the line, or as --key value")
     parser.set_defaults(run=run)
 
 

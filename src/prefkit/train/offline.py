@@ -57,11 +57,12 @@ def resolve_reference(config: TrainConfig, specs: list[losses.LossSpec]) -> str:
     return "copy" if config.ref_sync_steps else "precomputed"
 
 
-def fit(config: TrainConfig) -> Path:
-    """Train `config.model` on `config.data` with `config.loss`; returns the directory of the final model."""
+def fit(config: TrainConfig, *, model=None, tokenizer=None, train_dataset=None, eval_dataset=None) -> Path:
+    """Train `config.model` on `config.data` with `config.loss`; returns the directory of the final model.
+    A model object, tokenizer or `datasets.Dataset` given here (prefkit.Trainer) is used instead of loading one
+    from the config's names."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
 
     # Several processes and no GPU: accelerate only goes multi-CPU (gloo) when told to use the CPU.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
@@ -75,14 +76,17 @@ def fit(config: TrainConfig) -> Path:
     paired = specs[0].family != "unpaired"
     needs_kl = any("kl" in s.inputs for s in specs)
 
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    train, evaluation = _data(config, tokenizer, output_dir if main else None, names, paired)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code,
+                                   chat_template=config.chat_template)
+    train, evaluation = _data(config, tokenizer, output_dir if main else None, names, paired,
+                              (train_dataset, eval_dataset))
     order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
                        accelerator.process_index, config.seed)
     steps_per_epoch = max(1, order.per_epoch // config.grad_accum)
     total_steps = config.total_steps(steps_per_epoch)  # checks the warmup against it, before the model loads
 
-    model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code, lora=config.lora,
+    model = load_model(config.model if model is None else model, dtype=config.dtype, trust_remote_code=config.trust_remote_code, lora=config.lora,
                        load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing,
                        fuse=config.fuse_modules)
     model.to(accelerator.device)
@@ -95,8 +99,7 @@ def fit(config: TrainConfig) -> Path:
     policy = PolicyLogps(model, config.logprob_chunk_size, config.packing)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=config.learning_rate,
                                   weight_decay=config.weight_decay, fused=accelerator.device.type in ("cpu", "cuda"))
-    scheduler = get_scheduler(config.schedule if config.schedule != "constant" else "constant_with_warmup",
-                              optimizer, num_warmup_steps=config.warmup_steps, num_training_steps=total_steps)
+    scheduler = config.scheduler(optimizer, total_steps)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     # a moving reference is state too: resume must restore it
     saved = Saved(accelerator, output_dir, policy, optimizer, scheduler, config.keep_checkpoints,
@@ -154,15 +157,17 @@ def fit(config: TrainConfig) -> Path:
                        state.step, saved.last())
 
 
-def _data(config: TrainConfig, tokenizer, run_dir: Path | None, names: list, paired: bool):
-    """(training data, evaluation data or None), tokenized; the training data must be of the kind the loss
-    reads. Bad rows skipped from the training data are recorded in `run_dir`."""
+def _data(config: TrainConfig, tokenizer, run_dir: Path | None, names: list, paired: bool, given=(None, None)):
+    """(training data, evaluation data or None), tokenized, from the config's sources or the datasets `given`;
+    the training data must be of the kind the loss reads. Skipped bad rows are recorded in `run_dir`."""
     options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows)
-    train = prepare(config.data, tokenizer, split=config.split, run_dir=run_dir, **options)
+    source, eval_source = (config.data if given[0] is None else given[0],
+                           config.eval_data if given[1] is None else given[1])
+    train = prepare(source, tokenizer, split=config.split, run_dir=run_dir, **options)
     if (train.kind == "preference") != paired:
         raise PrefkitError(f"loss {names} needs {'preference pairs' if paired else 'unpaired rows'}, but "
-                           f"{config.data} holds {train.kind} data")
-    evaluation = prepare(config.eval_data, tokenizer, split=config.eval_split, **options) if config.eval_data \
+                           f"{train.source} holds {train.kind} data")
+    evaluation = prepare(eval_source, tokenizer, split=config.eval_split, **options) if eval_source is not None \
         else None
     return train, evaluation
 
@@ -309,11 +314,12 @@ def _implicit_rewards(inputs: dict, beta: float):
 
 @torch.no_grad()
 def _evaluate(policy, reference, evaluation, tokenizer, config, names, statistics, paired, needs_kl, accelerator):
-    order = BatchOrder(len(evaluation.examples), config.batch_size, accelerator.num_processes,
-                       accelerator.process_index, config.seed)
+    size = config.eval_batch_size or config.batch_size
+    order = BatchOrder(len(evaluation.examples), size, accelerator.num_processes, accelerator.process_index,
+                       config.seed)
     totals: dict[str, float] = {}
     for m in range(order.per_epoch):
-        indices = list(range(m * config.batch_size, (m + 1) * config.batch_size))  # fixed order for evaluation
+        indices = list(range(m * size, (m + 1) * size))  # fixed order for evaluation
         batch = collate(evaluation.examples, indices, tokenizer.pad_token_id, paired, accelerator.device)
         _, metrics = _batch_loss(policy, reference, batch, evaluation.examples, indices, tokenizer, config,
                                  names, BatchStatistics(), paired, needs_kl)
