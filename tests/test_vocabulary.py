@@ -13,7 +13,7 @@ from prefkit.errors import PrefkitError
 from prefkit.train.config import TrainConfig, load_config, schedules
 from prefkit.train.selfplay_config import SelfPlayConfig
 from prefkit.train import vocabulary
-from train_fixtures import write_preferences, write_tiny_model, write_unpaired
+from train_fixtures import reset_accelerate, tiny_workspace
 
 RECIPES = Path(__file__).parent / "recipes"
 DOCS = Path(__file__).parents[1] / "docs" / "training.md"
@@ -21,19 +21,13 @@ DOCS = Path(__file__).parents[1] / "docs" / "training.md"
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vocabulary")
-    return {"model": str(write_tiny_model(root / "model")), "data": str(write_preferences(root / "prefs.jsonl")),
-            "unpaired": str(write_unpaired(root / "unpaired.jsonl"))}
+    return tiny_workspace(tmp_path_factory.mktemp("vocabulary"))
 
 
 @pytest.fixture(autouse=True)
 def fresh_accelerate_state():
-    """accelerate keeps one process-wide state, and its mixed precision cannot change within a process: these
-    tests train with bf16 and without, as separate `prefkit train` processes would."""
+    reset_accelerate()
     yield
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def local(workspace, out, data="data"):

@@ -36,4 +36,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, flags, args.overrides)
     final = fit(config)
     print(f"final model: {final}")
+    publish(config, final)
     return 0
+
+
+def publish(config, final) -> None:
+    """`push_to_hub`: upload the final model, from the main process only."""
+    import os
+
+    from prefkit.train.model_card import push_to_hub
+
+    if config.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+        print(f"pushed to https://huggingface.co/{push_to_hub(config, final)}")
