@@ -85,7 +85,8 @@ def describe(hint) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a) for a in sorted(args, key=lambda a: a is type(None)))
     if origin is list:
-        return f"a list of {_PLURALS.get(args[0], describe(args[0]))}"
+        inner = "mappings" if typing.get_origin(args[0]) is dict else _PLURALS.get(args[0], describe(args[0]))
+        return f"a list of {inner}"
     if origin is dict:
         return "a mapping of names to values"
     return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
