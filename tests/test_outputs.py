@@ -142,3 +142,16 @@ def test_resume_accepts_a_run_recorded_before_a_setting_existed(workspace, tmp_p
     config.warmup_ratio = 0.1
     with pytest.raises(PrefkitError, match="warmup_ratio: 0.0 -> 0.1"):
         open_run(config, "train")
+
+
+def test_self_play_writes_the_same_card_and_pushes(initial, tmp_path, monkeypatch):
+    from huggingface_hub import ModelCard
+
+    hub = Hub(monkeypatch)
+    assert main(["selfplay", "--model", initial, "--output-dir", str(tmp_path), "iterations=1", "loss=inpo",
+                 "prompts_per_iteration=4", "samples_per_prompt=3", "max_new_tokens=4", "eval_limit=4",
+                 "batch_size=4", "epochs=1", "progress=false", "push_to_hub=true"]) == 0
+    card = ModelCard.load(tmp_path / "final" / "README.md")
+    assert card.data.library_name == "transformers" and {"prefkit", "inpo"} <= set(card.data.tags)
+    assert "by self-play **inpo** against the judge `task`" in card.text and "| iterations | 1 |" in card.text
+    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"]

@@ -21,8 +21,8 @@ import yaml
 from prefkit.errors import PrefkitError
 from prefkit.modeling.load import DTYPES
 from prefkit.train.tracking import BACKENDS
-from prefkit.train.validation import (above, at_least, check_fields, checked, lora_problems, loss_problems,
-                                      raise_problems, within)
+from prefkit.train.validation import (above, at_least, check_fields, checked, hub_problems, lora_problems,
+                                      loss_problems, raise_problems, within)
 from prefkit.train.vocabulary import translate
 
 REFERENCE_MODES = ("auto", "precomputed", "copy", "adapter", "none")
@@ -112,11 +112,7 @@ class TrainConfig:
             problems += mixture_problems(self.data)
         if "chat_template" not in bad and self.chat_template is not None:
             problems += chat_template_problems(self.chat_template)
-        if self.push_to_hub:
-            from huggingface_hub import get_token
-
-            if get_token() is None:
-                problems.append("'push_to_hub' needs a Hugging Face token: set HF_TOKEN or run `hf auth login`")
+        problems += hub_problems(self)
         if self.merge_lora and not self.lora:
             problems.append("'merge_lora' needs a LoRA adapter (lora: {r: 16}, or use_peft: true)")
         if self.ref_sync_steps is not None and self.reference not in ("copy", "auto"):

@@ -19,8 +19,9 @@ from prefkit.losses import get
 
 
 def save_final(model, tokenizer, final: Path, config, data, metrics: dict) -> None:
-    """`final/` (the model, or the adapter with a LoRA run) and, with `merge_lora`, `merged/` beside it."""
-    adapter = hasattr(model, "peft_config")
+    """`final/` (the model, or the adapter with a LoRA run) and, with `merge_lora`, `merged/` beside it. `data` is
+    the PreparedData of an offline run, None for self-play; `config` a TrainConfig or SelfPlayConfig."""
+    adapter = hasattr(model, "peft_config")  # a peft model: save_pretrained writes the adapter
     if adapter:  # the base as the user named it (a hub id stays a hub id), not the path it was loaded from
         for options in model.peft_config.values():
             options.base_model_name_or_path = config.model
@@ -53,8 +54,26 @@ def hub_id(name) -> str | None:
 
 
 def _sources(config) -> list[str]:
-    data = config.data if isinstance(config.data, list) else [{"path": config.data}]
+    """The data a run learned from: the offline data sources, or the self-play prompts."""
+    data = getattr(config, "data", getattr(config, "prompts", ""))
+    data = data if isinstance(data, list) else [{"path": data}]
     return [str(entry.get("path")) for entry in data]
+
+
+# The training settings a card lists, those the config has (offline or self-play).
+SETTINGS = ("learning_rate", "batch_size", "grad_accum", "max_steps", "epochs", "schedule", "warmup_steps",
+            "warmup_ratio", "reference", "iterations", "prompts_per_iteration", "samples_per_prompt",
+            "refresh_every", "winrates", "pairs", "temperature", "seed")
+
+
+def _summary(config, data, method: str) -> str:
+    sources = ", ".join(f"`{s}`" for s in _sources(config))
+    if data is None:  # self-play: sampled and judged, not read from a data set
+        return (f"Trained with [prefkit](https://pypi.org/project/prefkit/) from `{config.model}` by self-play "
+                f"**{method}** against the judge `{config.judge}` on the prompts {sources} ({config.iterations} "
+                "iterations).")
+    return (f"Trained with [prefkit](https://pypi.org/project/prefkit/) from `{config.model}` by **{method}** on "
+            f"{sources} ({len(data.examples)} {data.kind} examples, format: {data.format}).")
 
 
 def model_card(config, data, metrics: dict, *, adapter: bool):
@@ -62,7 +81,7 @@ def model_card(config, data, metrics: dict, *, adapter: bool):
 
     names = [config.loss] if isinstance(config.loss, str) else list(config.loss)
     specs = [get(n) for n in names]
-    weights = config.loss_weights or [1.0] * len(names)
+    weights = getattr(config, "loss_weights", None) or [1.0] * len(names)
     method = " + ".join(f"{w:g} x {s.name}" if len(names) > 1 else s.name for s, w in zip(specs, weights))
     hyper = {k: v for s in specs for k, v in s.check_hyperparameters(
         {p: q for p, q in config.loss_params.items() if p in s.defaults}).items()}
@@ -72,16 +91,11 @@ def model_card(config, data, metrics: dict, *, adapter: bool):
         model_name=Path(config.output_dir).name,
         tags=["prefkit", *dict.fromkeys(s.name for s in specs), *(["lora"] if adapter else [])])
     lines = [
-        f"# {Path(config.output_dir).name}", "",
-        f"Trained with [prefkit](https://pypi.org/project/prefkit/) from `{config.model}` by **{method}** "
-        f"on {', '.join(f'`{s}`' for s in _sources(config))} ({len(data.examples)} {data.kind} examples, "
-        f"format: {data.format}).", "",
+        f"# {Path(config.output_dir).name}", "", _summary(config, data, method), "",
         "## Method", "", *[f"- `{s.name}` ({s.family}): {s.summary} Paper: {s.paper}." for s in specs], "",
         "## Hyper-parameters", "", "| parameter | value |", "|---|---|",
         *[f"| {k} | {v} |" for k, v in hyper.items()],
-        *[f"| {k} | {getattr(config, k)} |" for k in ("learning_rate", "batch_size", "grad_accum", "max_steps",
-                                                       "epochs", "schedule", "warmup_steps", "warmup_ratio",
-                                                       "reference", "seed")],
+        *[f"| {k} | {getattr(config, k)} |" for k in SETTINGS if hasattr(config, k)],
         "", *(_adapter_section(config) if adapter else []),
         "## Final training metrics", "", *[f"- {k}: {v:.4g}" for k, v in metrics.items()
                                           if isinstance(v, float)], "",

@@ -31,7 +31,8 @@ from prefkit.train.selfplay_config import SelfPlayConfig
 from prefkit.train.signals import StopRequests
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
 from prefkit.train import winrates
-from prefkit.train.tracking import Tracker
+from prefkit.train.model_card import save_final
+from prefkit.train.tracking import Tracker, read_metrics
 
 
 @dataclass
@@ -99,7 +100,8 @@ def selfplay(config: SelfPlayConfig) -> Path:
     bar.close()
     _plot(out)
     final = out / "final"
-    _save_model(model, tokenizer, final)
+    records = read_metrics(out)
+    save_final(model, tokenizer, final, config, None, records[-1] if records else {})
     return final
 
 

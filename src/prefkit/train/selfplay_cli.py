@@ -28,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from prefkit.train.selfplay_config import SelfPlayConfig
 
     flags = {k: getattr(args, k) for k in ("model", "output_dir", "resume", "overwrite")}
+    from prefkit.train.cli import publish
+
     config = load_config(args.config, flags, args.overrides, kind=SelfPlayConfig)
-    print(f"final policy: {selfplay(config)}")
+    final = selfplay(config)
+    print(f"final policy: {final}")
+    publish(config, final)
     return 0

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefkit.modeling.load import DTYPES
-from prefkit.train.validation import Limit, above, at_least, check_fields, loss_problems, raise_problems, within
+from prefkit.train.validation import (Limit, above, at_least, check_fields, hub_problems, loss_problems,
+                                      raise_problems, within)
 
 PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
 WINRATES = ("auto", "exact", "sampled", "weighted")
@@ -57,6 +58,9 @@ class SelfPlayConfig:
     overwrite: bool = False  # remove an earlier run in output_dir and start afresh
     max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops
     progress: bool = True
+    push_to_hub: bool = False  # upload the final policy (prefkit.train.model_card.push_to_hub)
+    hub_model_id: str | None = None
+    hub_private_repo: bool | None = None
 
     def loss_params_at(self, t: int) -> dict[str, Any]:
         """The loss's hyper-parameters for iteration t (1-based): with `eta_final`, η = η_0·(η_final/η_0)^s,
@@ -82,6 +86,7 @@ class SelfPlayConfig:
         if self.winrates in ("exact", "weighted") and self.mixture_coef:
             problems.append(f"winrates: {self.winrates} is against π_t, but Nash-MD's opponents come from the "
                             "geometric mixture (mixture_coef > 0): use winrates: sampled")
+        problems += hub_problems(self)
         if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:

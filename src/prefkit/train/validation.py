@@ -189,3 +189,14 @@ def lora_problems(options: dict) -> list[str]:
             _, problem = checked(f"lora.{key}", options[key], hint, limit, None)
             problems += [problem] if problem else []
     return problems
+
+
+def hub_problems(config) -> list[str]:
+    """`push_to_hub` needs a token (HF_TOKEN or a saved login), checked before anything loads."""
+    if not config.push_to_hub:
+        return []
+    from huggingface_hub import get_token
+
+    if get_token() is None:
+        return ["'push_to_hub' needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"]
+    return []
