@@ -10,7 +10,9 @@ def add_parser(subparsers) -> None:
         "train", help="offline preference training of a causal LM with any loss of the catalogue",
         description="Train a causal LM on preference (or unpaired) data with any loss of `prefkit losses`. "
                     "Flags override the YAML config; `key=value` arguments override both "
-                    "(e.g. loss_params.beta=0.05 learning_rate=5e-7).")
+                    "(e.g. loss_params.beta=0.05 learning_rate=5e-7), anywhere on the line. TRL's and transformers' "
+                    "names work too (per_device_train_batch_size=4, or --per_device_train_batch_size 4). "
+                    "Every key: docs/training.md (Options, Coming from TRL).")
     parser.add_argument("--config", help="YAML config (see configs/)")
     parser.add_argument("--model", help="local path or hub id of an AutoModelForCausalLM")
     parser.add_argument("--data", help="JSONL/JSON/parquet/CSV file, save_to_disk directory or hub id")
