@@ -19,6 +19,7 @@ from torch import nn
 
 from prefkit import losses
 from prefkit.data import prepare
+from prefkit.eval.curves import write_run_report
 from prefkit.errors import PrefkitError, RunStopped
 from prefkit.modeling.load import check_weights, load_model, load_tokenizer
 from prefkit.modeling.logprobs import batch_logps
@@ -189,6 +190,7 @@ def _save_final(accelerator, trained, tokenizer, config, train, output_dir: Path
     final = output_dir / "final"
     if accelerator.is_main_process:
         save_final(trained, tokenizer, final, config, train, metrics=_last_metrics(output_dir))
+        write_run_report(output_dir, "train", config)
     accelerator.wait_for_everyone()
     return final
 

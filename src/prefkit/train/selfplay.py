@@ -20,6 +20,7 @@ import torch
 
 from prefkit import losses
 from prefkit.errors import PrefkitError, RunStopped
+from prefkit.eval.curves import write_run_report
 from prefkit.io import atomic_write, read_json, replace_dir, write_json
 from prefkit.modeling.generation import Sample, encode_prompt, generate
 from prefkit.modeling.load import load_model, load_tokenizer
@@ -98,7 +99,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
                 bar.close()
                 raise stop.stopped(f"iteration {t}; --resume continues with iteration {t + 1}")
     bar.close()
-    _plot(out)
+    write_run_report(out, "selfplay", config)
     final = out / "final"
     records = read_metrics(out)
     save_final(model, tokenizer, final, config, None, records[-1] if records else {})
@@ -362,34 +363,3 @@ def _save_model(model, tokenizer, directory: Path) -> None:
 def _read_state(out: Path) -> dict:
     path = out / "state.json"
     return read_json(path) if path.is_file() else {"completed": 0, "magnet": 0}
-
-
-def _plot(out: Path) -> None:
-    """One PNG per metric across iterations, under plots/."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prefkit.train.tracking import read_metrics
-
-    records = read_metrics(out)
-    if not records:
-        return
-    (out / "plots").mkdir(exist_ok=True)
-    names = sorted({k for r in records for k in r if k != "step" and not k.endswith(("_low", "_high"))})
-    for name in names:
-        steps = [r["step"] for r in records if name in r]
-        values = [r[name] for r in records if name in r]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(steps, values, marker="o")
-        low = [r.get(f"{name}_low") for r in records if name in r]
-        if all(v is not None for v in low):
-            ax.fill_between(steps, low, [r[f"{name}_high"] for r in records if name in r], alpha=0.25)
-        ax.set_xlabel("iteration")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        atomic_write(out / "plots" / f"{name.replace('/', '_')}.png",
-                     lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
-        plt.close(fig)
