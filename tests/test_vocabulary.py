@@ -163,11 +163,12 @@ def test_overrides_go_anywhere_on_the_command_line(workspace, tmp_path, monkeypa
     monkeypatch.setattr("prefkit.train.offline.fit", lambda config: seen.setdefault("config", config))
     argv = ["train", "--model", workspace["model"], "learning_rate=1e-4", "--data", workspace["data"],
             "--output-dir", str(tmp_path), "max_steps=3", "--per_device_train_batch_size", "2", "--bf16",
-            "--gradient_accumulation_steps=4"]
+            "--gradient_accumulation_steps=4", "--no_gradient_checkpointing", "--no_remove_unused_columns"]
     assert main(argv) == 0
     config = seen["config"]
     assert (config.learning_rate, config.max_steps, config.batch_size, config.mixed_precision, config.grad_accum) == (
         1e-4, 3, 2, "bf16", 4)
+    assert config.gradient_checkpointing is False
 
 
 def test_a_stray_word_is_still_an_error(capsys):

@@ -167,7 +167,7 @@ def translate(given: list[tuple[Any, Any, str]], kind: type) -> tuple[dict[str, 
     for key, value, where in given:
         key = str(key)[:80]
         try:
-            updates = _updates(key, value, names)
+            updates = _negated(key, value, names)
         except Refused as refusal:
             problems.append(f"{where}: '{key}' {refusal}")
             continue
@@ -183,6 +183,16 @@ def translate(given: list[tuple[Any, Any, str]], kind: type) -> tuple[dict[str, 
             _put(values, target, new)
     problems += _derive(values, names, kind)
     return values, problems
+
+
+def _negated(key: str, value, names: set[str]) -> dict[str, Any]:
+    """transformers' command-line form `--no_NAME` (NAME: false) for a boolean name, else `_updates`."""
+    try:
+        return _updates(key, value, names)
+    except KeyError:
+        if key.startswith("no_") and value is True:
+            return _updates(key[3:], False, names)
+        raise
 
 
 def _updates(key: str, value, names: set[str]) -> dict[str, Any]:
