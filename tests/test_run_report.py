@@ -87,13 +87,13 @@ class Page(HTMLParser):
 
 
 def test_a_training_run_writes_a_self_contained_report(tmp_path):
-    from prefkit.train.config import TrainConfig
-    from prefkit.train.tracking import Tracker
+    import json
 
-    tracker = Tracker(tmp_path, [], {}, enabled=True)
-    for step in range(1, 11):
-        tracker.log(step, {"loss": 0.7 - 0.02 * step, "rewards/accuracies": 0.5 + 0.03 * step,
-                           "learning_rate": 1e-5, "eval/loss": 0.7 - 0.01 * step})
+    from prefkit.train.config import TrainConfig
+
+    records = [{"step": step, "loss": 0.7 - 0.02 * step, "rewards/accuracies": 0.5 + 0.03 * step,
+                "learning_rate": 1e-5, "eval/loss": 0.7 - 0.01 * step} for step in range(1, 11)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     md, html = write_run_report(tmp_path, "train", TrainConfig(model="m", data="d", output_dir=str(tmp_path)))
     page = Page()
     page.feed(html.read_text())

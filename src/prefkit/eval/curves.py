@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from prefkit.eval.plots import _pyplot, _save
+from prefkit.eval.plots import _pyplot
 from prefkit.eval.report import render_report, table
+from prefkit.io import atomic_write
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,14 @@ FLAG = "refreshed"  # self-play's 0/1 magnet refresh, drawn as markers
 def series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     rows = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float)) and "step" in r]
     return (np.array([s for s, _ in rows], dtype=float), np.array([v for _, v in rows], dtype=float))
+
+
+def _save(fig, path: Path) -> Path:
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        _pyplot().close(fig)
+    return path
 
 
 def eval_key(records: list[dict], key: str) -> str | None:

@@ -138,7 +138,7 @@ LORA_ARGUMENTS = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "t
 LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
 
 
-def lora_config(options: dict[str, Any]):
+def lora_config(options: dict[str, Any], task_type: str = "CAUSAL_LM"):
     """peft's LoraConfig from prefkit's `lora` mapping (target_modules: null lets peft pick per architecture)."""
     from peft import LoraConfig
 
@@ -146,13 +146,14 @@ def lora_config(options: dict[str, Any]):
     if unknown:
         raise PrefkitError(f"config: lora has unknown key '{sorted(unknown)[0]}' (keys: {', '.join(LORA_ARGUMENTS)})")
     values = {**LORA_DEFAULTS, **options}
-    return LoraConfig(task_type="CAUSAL_LM", **{LORA_ARGUMENTS[k]: v for k, v in values.items()})
+    return LoraConfig(task_type=task_type, **{LORA_ARGUMENTS[k]: v for k, v in values.items()})
 
 
-def add_lora(model, options: dict[str, Any], quantized: bool = False):
+def add_lora(model, options: dict[str, Any], quantized: bool = False, task_type: str = "CAUSAL_LM"):
+    """A fresh LoRA adapter on `model`; task_type SEQ_CLS (a judge) also trains the classification head."""
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    config = lora_config(options)
+    config = lora_config(options, task_type)
     if quantized:
         model = prepare_model_for_kbit_training(model)
     return get_peft_model(model, config)
