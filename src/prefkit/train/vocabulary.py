@@ -206,10 +206,11 @@ def _updates(key: str, value, names: set[str]) -> dict[str, Any]:
         if target not in names:
             raise Refused(f"(prefkit's '{target}') is not a setting of this command")
         return {target: NORMALIZE.get(target, lambda v: v)(value)}
-    if key in LOSS_PARAMS:
-        return {f"loss_params.{key}": value, f"@trl.{key}": value}
-    if key in LORA:
-        return {f"@lora.{LORA[key][0]}": value}
+    if key in LOSS_PARAMS or key in LORA:
+        target = f"loss_params.{key}" if key in LOSS_PARAMS else f"lora.{LORA[key][0]}"
+        if target.partition(".")[0] not in names:
+            raise Refused(f"(prefkit's '{target}') is not a setting of this command")
+        return {target: value, f"@trl.{key}": value} if key in LOSS_PARAMS else {f"@lora.{LORA[key][0]}": value}
     if key in SAME:
         allowed, why = SAME[key]
         if not any(value == a and type(value) is type(a) or value is a for a in allowed):
@@ -249,17 +250,23 @@ def _default(kind: type, name: str):
     return field.default if field.default is not MISSING else field.default_factory()
 
 
+# marker -> the prefkit key it sets, and the TRL names that set it
+MARKERS = {"@eval": "eval_steps", "@save": "save_steps", "@sync": "ref_sync_steps", "@peft": "lora"}
+MARKER_NAMES = {"@eval": "eval_strategy", "@save": "save_strategy", "@sync": "sync_ref_model", "@peft": "use_peft"}
+
+
 def _derive(values: dict, names: set[str], kind: type) -> list[str]:
     """Resolve the markers: settings TRL derives from others (LoRA from use_peft, the evaluation data from the
     training data, the reference sync interval); drop TRL loss defaults that no chosen loss takes."""
     problems: list[str] = []
+    for marker, needed in MARKERS.items():  # a derived setting this command does not have
+        if marker in values and needed not in names:
+            values.pop(marker)
+            problems.append(f"'{MARKER_NAMES[marker]}' (prefkit's '{needed}') is not a setting of this command")
     peft, lora = values.pop("@peft", None), values.pop("@lora", None)
-    if lora is not None or peft:
-        if "lora" not in names:
-            problems.append("LoRA ('use_peft', 'lora_*') is not a setting of this command")
-        elif peft or isinstance(values.get("lora"), dict):
-            defaults = {entry: default for entry, default in LORA.values()} if peft else {}
-            values["lora"] = {**defaults, **(values.get("lora") or {}), **(lora or {})}
+    if (lora is not None or peft) and (peft or isinstance(values.get("lora"), dict)):
+        defaults = {entry: default for entry, default in LORA.values()} if peft else {}
+        values["lora"] = {**defaults, **(values.get("lora") or {}), **(lora or {})}
     if values.pop("@save", True) is False:  # as in transformers, "no" wins over save_steps
         values["save_steps"] = None
     evaluate = values.pop("@eval", None)
@@ -273,8 +280,7 @@ def _derive(values: dict, names: set[str], kind: type) -> list[str]:
     if values.pop("@sync", None):
         values.setdefault("ref_sync_steps", 512)  # TRL's ref_model_sync_steps default
     trl = values.pop("@trl", {})
-    loss = values.get("loss", _default(kind, "loss"))
-    taken = _loss_parameters(loss)
+    taken = _loss_parameters(values.get("loss", _default(kind, "loss"))) if trl else None
     for key, value in trl.items():
         if taken is not None and key not in taken and value == LOSS_PARAMS[key]:
             values["loss_params"].pop(key, None)
