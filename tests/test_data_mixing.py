@@ -76,9 +76,11 @@ def test_a_mixture_trains_from_the_command_line(workspace, tmp_path):
 
 @pytest.mark.parametrize("as_file", [False, True], ids=["string", "file"])
 def test_a_chat_template_override_shapes_the_prompt_and_is_saved(initial, task, tmp_path, as_file):
-    from prefkit.tasks import preference_rows, write_jsonl
+    from prefkit.tasks import preference_rows
 
-    data = write_jsonl(preference_rows(task, task.prompts("transitive")[:8], 3, seed=0), tmp_path / "chat.jsonl")
+    data = tmp_path / "chat.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in preference_rows(task, task.prompts("transitive")[:8],
+                                                                              3, seed=0)))
     template = NO_END
     if as_file:
         (tmp_path / "template.jinja").write_text(NO_END)
