@@ -95,7 +95,7 @@ def test_render_report_is_self_contained_and_links_images(tmp_path):
     embedded = html.split("data:image/png;base64,")[1].split('"')[0]
     assert base64.b64decode(embedded) == first.read_bytes()
     assert "<strong>bold</strong>" in html and "<code>code &lt;b&gt;</code>" in html and "<script>" not in html
-    assert "<li>one</li><li>two</li>" in html and "<pre><code>prefkit eval --model m</code></pre>" in html
+    assert "<li>one</li>\n<li>two</li>" in html and "<pre><code>prefkit eval --model m\n</code></pre>" in html
     assert "<td>x|y</td>" in html and "<th>metric</th>" in html and "My &lt;run&gt;" in html
     assert not list((tmp_path / "out").glob("*.tmp"))
 
@@ -113,4 +113,5 @@ def test_table_and_markdown_subset():
     assert table([{"a": 1, "b": 2.0}, {"b": 3, "c": "z"}]).splitlines() == [
         "| a | b | c |", "|---|---|---|", "| 1 | 2 |  |", "|  | 3 | z |"]
     assert table([]) == ""
-    assert markdown_to_html("line one\nline two\n\nnext") == "<p>line one line two</p>\n<p>next</p>"
+    assert markdown_to_html("line one\nline two\n\nnext") == "<p>line one\nline two</p>\n<p>next</p>"
+    assert markdown_to_html("<b>raw</b> & `<i>`") == "<p>&lt;b&gt;raw&lt;/b&gt; &amp; <code>&lt;i&gt;</code></p>"

@@ -36,3 +36,17 @@ def write_unpaired(path: Path, n: int = 16, seed: int = 0) -> Path:
              "label": i % 2 == 0} for i in range(n)]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return path
+
+
+def tiny_workspace(root: Path) -> dict[str, str]:
+    """A tiny model, preference pairs and unpaired rows under `root`, by name."""
+    return {"model": str(write_tiny_model(root / "model")), "data": str(write_preferences(root / "prefs.jsonl")),
+            "unpaired": str(write_unpaired(root / "unpaired.jsonl"))}
+
+
+def reset_accelerate() -> None:
+    """accelerate keeps one process-wide state whose mixed precision cannot change within a process; tests that
+    train with bf16 and without, as separate `prefkit train` processes would, start each run from a fresh one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -54,9 +54,34 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def overrides_in(words: list[str]) -> list[str] | None:
+    """Words argparse left over, as `key=value` overrides: `key=value` anywhere on the line, and TRL's style
+    `--key value`, `--key=value` and `--flag` (true); None if a word is neither."""
+    out, i = [], 0
+    while i < len(words):
+        word = words[i]
+        if word.startswith("--") and len(word) > 2:
+            key, sep, value = word[2:].partition("=")
+            if not sep:
+                has_value = i + 1 < len(words) and not words[i + 1].startswith("--")
+                value, i = (words[i + 1], i + 1) if has_value else ("true", i)
+            out.append(f"{key}={value}")
+        elif "=" in word and not word.startswith("-"):
+            out.append(word)
+        else:
+            return None
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(command_in(sys.argv[1:] if argv is None else argv))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value words after a flag, which argparse's positional no longer takes
+        more = overrides_in(extra) if hasattr(args, "overrides") else None
+        if more is None:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *more]
     if args.command is None:
         parser.print_help()
         return 2

@@ -25,8 +25,10 @@ def write_report(out: Path, results: dict) -> tuple[Path, Path]:
     sections = [
         ("Summary", [f"All numbers are exact under the task's oracle (no sampling noise) except generation "
                      f"entropy, which is measured on sampled answers. Seed {results['seed']}. Time: {seconds}.", rows],
-         [_bars(figures / "win_rate.png", methods, "win_rate_vs_reference", "win rate vs reference", 0.5),
-          _bars(figures / "gap.png", methods, "duality_gap", "exact duality gap, cyclic prompts", None)]),
+         [_bars(figures / "win_rate.png", methods, "win_rate_vs_reference", "win rate vs reference", 0.5,
+                "win rate (exact)"),
+          _bars(figures / "gap.png", methods, "duality_gap", "exact duality gap, cyclic prompts", None,
+                "duality gap (win-rate units)")]),
         ("Offline methods across epochs", "Generation entropy and the per-token contrastive logit z̄ (chosen minus "
          "rejected, mean over the epoch's last logging window) after each epoch. StaPO's band is β·z̄ in "
          "(left_margin, right_margin).",
@@ -58,15 +60,21 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _bars(path: Path, methods: dict, key: str, title: str, line: float | None) -> Path:
+def _bars(path: Path, methods: dict, key: str, title: str, line: float | None, ylabel: str) -> Path:
+    """One bar per method, coloured by family (the reference, the offline methods, self-play), with a legend."""
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, ax = plt.subplots(figsize=(7, 3.4))
     names = list(methods)
-    ax.bar(names, [methods[n][key] for n in names], color=["#888"] + ["C0"] * 3 + ["C1"] * (len(names) - 4))
+    families = [("reference", "#888")] + [("offline", "C0")] * 3 + [("self-play", "C1")] * (len(names) - 4)
+    ax.bar(names, [methods[n][key] for n in names], color=[colour for _, colour in families])
+    handles = [Patch(color=colour, label=family) for family, colour in dict(families).items()]
     if line is not None:
-        ax.axhline(line, color="k", lw=0.8, ls="--")
+        handles.append(ax.axhline(line, color="k", lw=0.8, ls="--", label=f"{line:g}"))
     ax.set_title(title)
+    ax.set_ylabel(ylabel)
+    ax.legend(handles=handles, fontsize=8)
     ax.tick_params(axis="x", rotation=30)
     return _save(fig, path)
 

@@ -1,7 +1,8 @@
 """`prepare`: rows in, tokenized examples out, with every bad row accounted for before any training starts.
 
 Bad rows either stop the run with one error that lists them all (file, row, field, reason), or are skipped and
-recorded in `run_dir/skipped_rows.jsonl`. The fingerprint names the tokenized examples and the settings that
+recorded in `run_dir/skipped_rows.jsonl` (only when a row was skipped). Several sources can be mixed with
+weights (`[{path, weight, split}]`). The fingerprint names the tokenized examples and the settings that
 made them, so a cache of reference log-probs keyed on it is never reused for different data.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,9 +46,34 @@ class PreparedData:
 
 def prepare(source, tokenizer, *, split: str = "train", max_length: int | None = 1024,
             truncation: str = "keep_start", on_bad_rows: str = "error", run_dir=None) -> PreparedData:
-    """Load, detect the format, validate and tokenize `source` (a path or a hub id); see docs/data.md."""
+    """Load, detect the format, validate and tokenize `source`: a path, a hub id, a `datasets.Dataset`, or a
+    mixture `[{path, weight, split}, ...]` (see docs/data.md). Bad rows of every source are reported together,
+    or skipped and recorded in `run_dir/skipped_rows.jsonl` (written only when a row was skipped)."""
     if on_bad_rows not in _ON_BAD_ROWS:
         raise PrefkitError(f"on_bad_rows={on_bad_rows!r}: use one of {', '.join(_ON_BAD_ROWS)}")
+    entries = source if is_mixture(source) else [{"path": source}]
+    parts = [_prepare_one(entry["path"], tokenizer, entry.get("split", split), max_length, truncation)
+             for entry in entries]
+    reports = [bad_rows_message(p.source, p.unit, p.bad_rows, p.stats["rows"]) for p in parts if p.bad_rows]
+    if reports and on_bad_rows == "error":
+        raise PrefkitError("\n".join(reports))
+    if run_dir is not None and any(p.bad_rows for p in parts):
+        _write_skipped(Path(run_dir), parts)
+    for part in parts:
+        if not part.examples:
+            raise PrefkitError(f"{part.source}: no usable rows left ({part.stats})")
+    if len(parts) == 1:
+        return parts[0]
+    return _mix(parts, [float(entry.get("weight", 1.0)) for entry in entries])
+
+
+def is_mixture(source) -> bool:
+    """`data: [{path, weight, split}, ...]`: several sources mixed with weights."""
+    return isinstance(source, list) and bool(source) and all(isinstance(entry, dict) for entry in source)
+
+
+def _prepare_one(source, tokenizer, split: str, max_length: int | None, truncation: str) -> PreparedData:
+    """One source tokenized, its bad rows listed (not raised)."""
     loaded = load_rows(source, split)
     fmt = detect_format(loaded.rows, loaded.name)
     encoder = Encoder(tokenizer, fmt.style, max_length, truncation)
@@ -73,16 +100,32 @@ def prepare(source, tokenizer, *, split: str = "train", max_length: int | None =
     bad.sort(key=lambda problem: problem.row)
     stats["skipped"] = len({problem.row for problem in bad})
     stats["kept"] = len(examples)
-    if bad and on_bad_rows == "error":
-        raise PrefkitError(bad_rows_message(loaded.name, loaded.unit, bad, stats["rows"]))
-    if run_dir is not None:
-        _write_skipped(Path(run_dir), loaded.name, bad)
-    if not examples:
-        raise PrefkitError(f"{loaded.name}: no usable rows left ({dict(stats)})")
     settings = {"version": FINGERPRINT_VERSION, "format": str(fmt), "max_length": max_length,
                 "truncation": truncation, "eos": tokenizer.eos_token_id, "bos": tokenizer.bos_token_id,
                 "chat_template": getattr(tokenizer, "chat_template", None) if fmt.style == "conversational" else None}
     return PreparedData(fmt, examples, dict(stats), _fingerprint(settings, examples), loaded.name, loaded.unit, bad)
+
+
+def _mix(parts: list[PreparedData], weights: list[float]) -> PreparedData:
+    """The sources' examples, each source's taken `weight` times: every example floor(weight) times, plus a
+    fixed random share (the fractional part) of them, the same in every run (seeded by the source's
+    fingerprint); the training order is shuffled by the run's seed as always."""
+    kinds = {part.kind for part in parts}
+    if len(kinds) > 1:
+        raise PrefkitError("data: a mixture must be all preference or all unpaired data; got "
+                           + ", ".join(f"{part.source} ({part.kind})" for part in parts))
+    examples, stats = [], Counter()
+    for part, weight in zip(parts, weights):
+        whole, share = divmod(weight, 1.0)
+        rng = random.Random(part.fingerprint)
+        extra = sorted(rng.sample(range(len(part.examples)), round(share * len(part.examples))))
+        examples += part.examples * int(whole) + [part.examples[i] for i in extra]
+        stats.update(part.stats)
+    stats["kept"] = len(examples)
+    settings = {"mixture": [[part.fingerprint, weight] for part, weight in zip(parts, weights)]}
+    source = " + ".join(f"{weight:g} x {part.source}" for part, weight in zip(parts, weights))
+    return PreparedData(parts[0].format, examples, dict(stats), _fingerprint(settings, examples), source,
+                        parts[0].unit, [problem for part in parts for problem in part.bad_rows])
 
 
 def bad_rows_message(name: str, unit: str, bad: list[BadRow], total: int) -> str:
@@ -121,7 +164,7 @@ def _fingerprint(settings: dict, examples) -> str:
     return digest.hexdigest()
 
 
-def _write_skipped(run_dir: Path, name: str, bad: list[BadRow]) -> None:
-    """skipped_rows.jsonl, written whole or not at all (temp file + os.replace), empty when nothing was skipped."""
-    write_jsonl([{"file": name, "row": p.row, "field": p.field, "reason": p.reason} for p in bad],
-                run_dir / "skipped_rows.jsonl")
+def _write_skipped(run_dir: Path, parts: list[PreparedData]) -> None:
+    """skipped_rows.jsonl (file, row, field, reason per bad row of every source), written whole or not at all."""
+    write_jsonl([{"file": part.source, "row": p.row, "field": p.field, "reason": p.reason}
+                 for part in parts for p in part.bad_rows], run_dir / "skipped_rows.jsonl")

@@ -1,5 +1,6 @@
-"""Reading rows from where users keep them: JSONL, JSON, parquet, CSV, a `datasets.save_to_disk` directory, or
-a hub id through `datasets.load_dataset` (the only path that may reach the network, and only when named).
+"""Reading rows from where users keep them: JSONL, JSON, parquet, CSV, a `datasets.save_to_disk` directory, a
+`datasets.Dataset` in memory, or a hub id through `datasets.load_dataset` (the only path that may reach the
+network, and only when named).
 
 Rows come back numbered the way a user finds them again: the 1-based line for JSONL (blank lines count, as an
 editor counts them), the 1-based row index for everything else. A JSONL line that is not JSON does not stop
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,8 @@ class Loaded:
 
 
 def load_rows(source, split: str = "train") -> Loaded:
+    if not isinstance(source, (str, os.PathLike)):
+        return _in_memory(source, split)
     path = Path(source)
     if path.is_dir():
         if any((path / marker).exists() for marker in ("dataset_info.json", "state.json", "dataset_dict.json")):
@@ -45,6 +49,19 @@ def load_rows(source, split: str = "train") -> Loaded:
     if path.suffix.lower() in _FILE_LOADERS:  # clearly meant as a file: do not go asking the hub for it
         raise PrefkitError(f"{source}: no such file")
     return _hub_or_folder(str(source), split)
+
+
+def _in_memory(data, split: str) -> Loaded:
+    """A `datasets.Dataset` (or a DatasetDict and its split), as the Trainer API passes it."""
+    import datasets
+
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise PrefkitError(f"the DatasetDict has no split {split!r}; it has {', '.join(data)}")
+        return Loaded(f"the dataset [{split}]", "row", list(enumerate(data[split].to_list(), 1)))
+    if isinstance(data, datasets.Dataset):
+        return Loaded("the dataset", "row", list(enumerate(data.to_list(), 1)))
+    raise PrefkitError(f"data: expected a path, a hub id or a datasets.Dataset, got a {type(data).__name__}")
 
 
 def _jsonl(path: Path, name: str, split: str) -> Loaded:

@@ -15,6 +15,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", required=True, help="model directory or hub id (its tokenizer is used for all)")
     parser.add_argument("--reference", help="reference model (e.g. the SFT model) for R*, flips, margins, win rate")
     parser.add_argument("--data", help="preference pairs (JSONL, parquet, ...) for ranking and entanglement")
+    parser.add_argument("--split", default="train",
+                        help="split of --data for a hub id or save_to_disk DatasetDict (default: train)")
     parser.add_argument("--judge", help="'task' (the bundled task's oracle) or module:attribute")
     parser.add_argument("--task", action="store_true",
                         help="the bundled synthetic task: exact duality gaps, and its eval prompts for sampling")
@@ -70,13 +72,13 @@ def _run(args: argparse.Namespace) -> int:
         task = SyntheticTask()
     judge = load_judge(args.judge) if args.judge else None
     results = evaluate_model(
-        model, tokenizer, data=args.data, reference=reference, judge=judge, task=task if args.task else None,
+        model, tokenizer, data=args.data, split=args.split, reference=reference, judge=judge, task=task if args.task else None,
         prompts=_prompts(args.prompts), samples=args.samples, seed=args.seed, beta=args.beta, epsilon=args.epsilon,
         max_pairs=args.max_pairs, max_prompts=args.max_prompts, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, ci=args.ci, grad_params=args.grad_params, grad_layers=args.grad_layers,
         grad_pairs=args.grad_pairs)
-    results["inputs"] = {"model": args.model, "reference": args.reference, "data": args.data, "judge": args.judge,
-                         "task": args.task, "prompts": args.prompts}
+    results["inputs"] = {"model": args.model, "reference": args.reference, "data": args.data, "split": args.split,
+                         "judge": args.judge, "task": args.task, "prompts": args.prompts}
     out = Path(args.out)
     write_json(out / "eval.json", results, indent=1)
     figures = plot_results(results, out)

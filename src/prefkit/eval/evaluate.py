@@ -119,13 +119,14 @@ def _show(prompt) -> str:
     return prompt if isinstance(prompt, str) else str(prompt[-1].get("content", prompt))
 
 
-def _data_prompts(data, examples, tokenizer, limit: int) -> tuple[list, list[list[int]]]:
+def _data_prompts(data, examples, tokenizer, limit: int, split: str) -> tuple[list, list[list[int]]]:
     """Distinct prompts of the data set in order, as the judge sees them (the rows' "prompt" field when the data
     came from a file) and as the model sees them (the examples' prompt ids, chat template applied)."""
     raw = {}
     if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__"):
         from prefkit.data.sources import load_rows
-        raw = {number: row.get("prompt") for number, row in load_rows(data).rows if isinstance(row, dict)}
+        raw = {number: row.get("prompt") for number, row in load_rows(data, split).rows
+               if isinstance(row, dict)}
     seen, prompts, ids = set(), [], []
     for example in examples:
         key = tuple(example.prompt_ids)
@@ -140,7 +141,7 @@ def _data_prompts(data, examples, tokenizer, limit: int) -> tuple[list, list[lis
     return prompts, ids
 
 
-def evaluate_model(model, tokenizer, *, data=None, reference=None, judge=None, task=None, prompts=None,
+def evaluate_model(model, tokenizer, *, data=None, split: str = "train", reference=None, judge=None, task=None, prompts=None,
                    samples: int = DEFAULT_SAMPLES, seed: int = 0, beta: float = 0.1,
                    epsilon: float = ranking.DEFAULT_EPSILON, max_pairs: int | None = 512,
                    max_prompts: int = DEFAULT_MAX_PROMPTS, max_new_tokens: int = 64, temperature: float = 1.0,
@@ -148,8 +149,8 @@ def evaluate_model(model, tokenizer, *, data=None, reference=None, judge=None, t
                    sections: list[str] | None = None) -> dict:
     """Run every section the inputs allow (or only `sections`) and return a JSON-able dict.
 
-    data: preference pairs (path, PreparedData or list of PairExample) -> ranking, reward margins (with a
-    reference), gradient entanglement. prompts (else the task's eval prompts, else the data's prompts) ->
+    data: preference pairs (path, PreparedData or list of PairExample; `split` of a hub id or DatasetDict) ->
+    ranking, reward margins (with a reference), gradient entanglement. prompts (else the task's eval prompts, else the data's prompts) ->
     generation entropy and lengths; with a reference and a judge -> win rate. task (a SyntheticTask) -> exact
     duality gaps on its cyclic eval prompts. The reference model must share `tokenizer`."""
     from prefkit.eval.pairs import pair_examples
@@ -160,13 +161,13 @@ def evaluate_model(model, tokenizer, *, data=None, reference=None, judge=None, t
         raise PrefkitError(f"unknown evaluation section {sorted(unknown)[0]!r}; choose from {', '.join(SECTIONS)}")
     if samples < 1:
         raise PrefkitError(f"samples must be at least 1; got {samples}")
-    examples = pair_examples(data, tokenizer, max_pairs) if data is not None else None
+    examples = pair_examples(data, tokenizer, max_pairs, split) if data is not None else None
     prompt_ids = None
     if prompts is None and task is not None:
         # Cyclic prompts first: there are only a few of them, and the cap would otherwise cut them all.
         prompts = (task.prompts("cyclic", "eval") + task.prompts("transitive", "eval"))[:max_prompts]
     elif prompts is None and examples is not None:
-        prompts, prompt_ids = _data_prompts(data, examples, tokenizer, max_prompts)
+        prompts, prompt_ids = _data_prompts(data, examples, tokenizer, max_prompts, split)
     ctx = Context(model, tokenizer, examples, reference, as_judge(judge) if judge is not None else None, task,
                   list(prompts) if prompts is not None else None, prompt_ids,
                   dict(samples=samples, seed=seed, beta=beta, epsilon=epsilon, max_new_tokens=max_new_tokens,

@@ -24,16 +24,16 @@ class PairLogps:
     len_rejected: np.ndarray
 
 
-def pair_examples(data, tokenizer, max_pairs: int | None = None) -> list[PairExample]:
-    """The pair examples of `data`: a path or hub id (prefkit.data.prepare), a PreparedData, or a list of
-    PairExample; the first `max_pairs` when given (the data set's order is the evaluation's order)."""
+def pair_examples(data, tokenizer, max_pairs: int | None = None, split: str = "train") -> list[PairExample]:
+    """The pair examples of `data`: a path or hub id (prefkit.data.prepare, its `split`), a PreparedData, or a
+    list of PairExample; the first `max_pairs` when given (the data set's order is the evaluation's order)."""
     if isinstance(data, (list, tuple)):
         examples = list(data)
     elif hasattr(data, "examples"):
         examples = data.examples
     else:
         from prefkit.data import prepare
-        examples = prepare(data, tokenizer).examples
+        examples = prepare(data, tokenizer, split=split).examples
     if not examples or not all(isinstance(e, PairExample) for e in examples):
         raise PrefkitError("evaluation data must be paired preference rows (prompt, chosen, rejected); "
                            "unpaired (KTO-style) data has no pairs to rank")

@@ -1,18 +1,19 @@
 """A run's report as markdown and as one self-contained HTML page (inline CSS, PNGs embedded as base64 data
-URIs, so the page can be mailed or archived alone). General enough for any report: `prefkit eval` and the demo
-both render through it.
+URIs, so the page can be mailed or archived alone). General enough for any report: `prefkit train` and
+`prefkit selfplay` (prefkit.eval.curves), `prefkit eval` and the demo all render through it. Markdown is rendered
+by markdown-it-py.
 
-A section is (heading, body, images). The body is a markdown string (paragraphs, `- ` lists, ``` fenced code,
-`|` tables, `code` and **bold** spans), a table given as a list of dict rows, or a list of such blocks.
+A section is (heading, body, images). The body is a markdown string (CommonMark and `|` tables), a table given
+as a list of dict rows, or a list of such blocks.
 Images are PNG paths: linked (relative to the report) in the markdown, embedded in the HTML.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -62,54 +63,17 @@ def _blocks(body) -> list[str]:
     return out
 
 
-def _inline(text: str) -> str:
-    """Escape HTML, then render `code` and **bold** spans (code first, so its contents stay literal)."""
-    parts = re.split(r"(`[^`]+`)", text)
-    out = []
-    for part in parts:
-        if part.startswith("`") and part.endswith("`") and len(part) > 1:
-            out.append(f"<code>{html.escape(part[1:-1])}</code>")
-        else:
-            out.append(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(part)))
-    return "".join(out)
+@functools.lru_cache(maxsize=1)
+def _markdown():
+    """markdown-it-py's CommonMark renderer with tables; raw HTML in the text is escaped, never passed through."""
+    from markdown_it import MarkdownIt
 
-
-def _html_table(lines: list[str]) -> str:
-    def cells(line):
-        return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
-
-    head, rows = cells(lines[0]), [cells(line) for line in lines[1:] if not re.fullmatch(r"\|?[\s:|-]+\|?", line)]
-    out = ["<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead><tbody>"]
-    out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in rows]
-    return "\n".join(out) + "</tbody></table>"
+    return MarkdownIt("commonmark", {"html": False}).enable("table")
 
 
 def markdown_to_html(text: str) -> str:
-    """The markdown subset this module writes: paragraphs, lists, fenced code, tables, inline code and bold."""
-    out, lines, i = [], text.splitlines(), 0
-    while i < len(lines):
-        line = lines[i]
-        if not line.strip():
-            i += 1
-        elif line.startswith("```"):
-            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), len(lines))
-            out.append("<pre><code>" + html.escape("\n".join(lines[i + 1:end])) + "</code></pre>")
-            i = end + 1
-        elif line.lstrip().startswith("|"):
-            end = next((j for j in range(i, len(lines)) if not lines[j].lstrip().startswith("|")), len(lines))
-            out.append(_html_table(lines[i:end]))
-            i = end
-        elif re.match(r"\s*[-*] ", line):
-            end = next((j for j in range(i, len(lines)) if not re.match(r"\s*[-*] ", lines[j])), len(lines))
-            items = (_inline(re.sub(r"^\s*[-*] ", "", x)) for x in lines[i:end])
-            out.append("<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>")
-            i = end
-        else:
-            end = next((j for j in range(i, len(lines)) if not lines[j].strip() or lines[j].startswith(("```", "|"))
-                        or re.match(r"\s*[-*] ", lines[j])), len(lines))
-            out.append("<p>" + _inline(" ".join(x.strip() for x in lines[i:end])) + "</p>")
-            i = end
-    return "\n".join(out)
+    """CommonMark (paragraphs, lists, fenced code, inline code, bold) and tables, rendered by markdown-it-py."""
+    return _markdown().render(text).strip()
 
 
 def _png(path: Path) -> bytes:

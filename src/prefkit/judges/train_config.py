@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefkit.judges.heads import KINDS, HeadSettings
-from prefkit.train.config import TRAIN_CHOICES, TRAIN_LIMITS, TrainConfig
+from prefkit.train.config import TRAIN_CHOICES, TRAIN_LIMITS, TrainConfig, schedules
 from prefkit.train.validation import above, at_least, check_fields, lora_problems, raise_problems
 
 
@@ -67,7 +67,7 @@ class JudgeTrainConfig:
 
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first."""
-        problems, bad = check_fields(self, JUDGE_LIMITS, JUDGE_CHOICES, JUDGE_REQUIRED)
+        problems, bad = check_fields(self, JUDGE_LIMITS, {**JUDGE_CHOICES, "schedule": schedules()}, JUDGE_REQUIRED)
         if "embedding_dim" not in bad and self.embedding_dim % 2:
             problems.append(f"'embedding_dim' must be even (2k: the skew-symmetric form pairs the dimensions); "
                             f"got {self.embedding_dim}")
@@ -92,6 +92,6 @@ _SHARED = ("max_length", "max_steps", "epochs", "batch_size", "grad_accum", "lea
            "max_nonfinite_steps")
 JUDGE_LIMITS = {**{key: TRAIN_LIMITS[key] for key in _SHARED}, "embedding_dim": at_least(2),
                 "temperature": above(0), "calibration_bins": at_least(1)}
-JUDGE_CHOICES = {**{key: TRAIN_CHOICES[key] for key in ("schedule", "mixed_precision", "truncation", "on_bad_rows",
+JUDGE_CHOICES = {**{key: TRAIN_CHOICES[key] for key in ("mixed_precision", "truncation", "on_bad_rows",
                                                         "dtype", "report_to")}, "kind": KINDS}
 JUDGE_REQUIRED = {"model": "--model", "data": "--data", "output_dir": "--output-dir"}

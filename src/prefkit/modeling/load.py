@@ -25,7 +25,8 @@ def _check_local(name_or_path: str) -> None:
         raise PrefkitError(f"model path not found: {name_or_path}")
 
 
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, chat_template: str | None = None):
+    """The tokenizer; `chat_template` (a file path or Jinja text) replaces its chat template."""
     from transformers import AutoTokenizer
 
     _check_local(name_or_path)
@@ -38,26 +39,25 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False):
                            f"{one_line(error)} (is tokenizer.json damaged?)") from error
     if tokenizer.pad_token is None:  # right padding is masked out, so any id will do; EOS is the convention
         tokenizer.pad_token = tokenizer.eos_token
+    if chat_template is not None:
+        file = Path(chat_template)
+        tokenizer.chat_template = file.read_text(encoding="utf-8") if "{" not in chat_template else chat_template
     return tokenizer
 
 
-def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: bool = False,
+def load_model(name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,
                lora: dict[str, Any] | None = None, load_in_4bit: bool = False, gradient_checkpointing: bool = False,
                fuse: bool = True):
     """An `AutoModelForCausalLM`, with a fresh LoRA adapter when `lora` is given (QLoRA with `load_in_4bit`) and,
-    with `fuse`, the leaner norm and MLP of `prefkit.modeling.fused` wherever they compute the same values."""
-    from transformers import AutoModelForCausalLM
-
-    _check_local(name_or_path)
+    with `fuse`, the leaner norm and MLP of `prefkit.modeling.fused` wherever they compute the same values.
+    `name_or_path` may also be a model object already loaded (prefkit.Trainer): it is used as it is (its dtype
+    too), and only the steps after loading apply."""
     if dtype not in DTYPES:
         raise PrefkitError(f"config: 'dtype' must be one of {', '.join(DTYPES)} (got {dtype!r})")
-    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code}
-    if load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=DTYPES[dtype])
-    model = from_pretrained(AutoModelForCausalLM, name_or_path, "a causal LM", **kwargs)
+    if isinstance(name_or_path, (str, os.PathLike)):
+        model = _load(str(name_or_path), dtype, trust_remote_code, load_in_4bit)
+    else:
+        model = name_or_path
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if lora:
@@ -67,6 +67,19 @@ def load_model(name_or_path: str, *, dtype: str = "float32", trust_remote_code: 
 
         fuse_modules(model)
     return model
+
+
+def _load(name_or_path: str, dtype: str, trust_remote_code: bool, load_in_4bit: bool):
+    from transformers import AutoModelForCausalLM
+
+    _check_local(name_or_path)
+    kwargs: dict[str, Any] = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                           bnb_4bit_compute_dtype=DTYPES[dtype])
+    return from_pretrained(AutoModelForCausalLM, name_or_path, "a causal LM", **kwargs)
 
 
 def from_pretrained(auto_class, name_or_path: str, what: str, **kwargs):
@@ -121,17 +134,28 @@ def _weight_files(name_or_path: str, suffixes: tuple[str, ...]) -> str:
     return ", ".join(files) or name_or_path
 
 
+# prefkit's `lora` keys -> peft's LoraConfig arguments, and prefkit's defaults for them
+LORA_ARGUMENTS = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "target_modules": "target_modules",
+                  "modules_to_save": "modules_to_save", "use_rslora": "use_rslora", "use_dora": "use_dora"}
+LORA_DEFAULTS = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+
+
+def lora_config(options: dict[str, Any], task_type: str = "CAUSAL_LM"):
+    """peft's LoraConfig from prefkit's `lora` mapping (target_modules: null lets peft pick per architecture)."""
+    from peft import LoraConfig
+
+    unknown = set(options) - set(LORA_ARGUMENTS)
+    if unknown:
+        raise PrefkitError(f"config: lora has unknown key '{sorted(unknown)[0]}' (keys: {', '.join(LORA_ARGUMENTS)})")
+    values = {**LORA_DEFAULTS, **options}
+    return LoraConfig(task_type=task_type, **{LORA_ARGUMENTS[k]: v for k, v in values.items()})
+
+
 def add_lora(model, options: dict[str, Any], quantized: bool = False, task_type: str = "CAUSAL_LM"):
     """A fresh LoRA adapter on `model`; task_type SEQ_CLS (a judge) also trains the classification head."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
-    allowed = {"r", "alpha", "dropout", "target_modules"}
-    unknown = set(options) - allowed
-    if unknown:
-        raise PrefkitError(f"config: lora has unknown key '{sorted(unknown)[0]}' (keys: {', '.join(sorted(allowed))})")
+    config = lora_config(options, task_type)
     if quantized:
         model = prepare_model_for_kbit_training(model)
-    config = LoraConfig(r=int(options.get("r", 16)), lora_alpha=float(options.get("alpha", 32)),
-                        lora_dropout=float(options.get("dropout", 0.0)),
-                        target_modules=options.get("target_modules", "all-linear"), task_type=task_type)
     return get_peft_model(model, config)

@@ -10,7 +10,9 @@ def add_parser(subparsers) -> None:
         "train", help="offline preference training of a causal LM with any loss of the catalogue",
         description="Train a causal LM on preference (or unpaired) data with any loss of `prefkit losses`. "
                     "Flags override the YAML config; `key=value` arguments override both "
-                    "(e.g. loss_params.beta=0.05 learning_rate=5e-7).")
+                    "(e.g. loss_params.beta=0.05 learning_rate=5e-7), anywhere on the line. TRL's and transformers' "
+                    "names work too (per_device_train_batch_size=4, or --per_device_train_batch_size 4). "
+                    "Every key: docs/training.md (Options, Coming from TRL).")
     parser.add_argument("--config", help="YAML config (see configs/)")
     parser.add_argument("--model", help="local path or hub id of an AutoModelForCausalLM")
     parser.add_argument("--data", help="JSONL/JSON/parquet/CSV file, save_to_disk directory or hub id")
@@ -21,7 +23,8 @@ def add_parser(subparsers) -> None:
                         help="continue the run in the output directory from its last checkpoint (same settings only)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="remove an earlier run in the output directory and start afresh")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="any config key")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="any config key, TRL's names too; anywhere on the line, or as --key value")
     parser.set_defaults(run=run)
 
 
@@ -35,4 +38,15 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, flags, args.overrides)
     final = fit(config)
     print(f"final model: {final}")
+    publish(config, final)
     return 0
+
+
+def publish(config, final) -> None:
+    """`push_to_hub`: upload the final model, from the main process only."""
+    import os
+
+    from prefkit.train.model_card import push_to_hub
+
+    if config.push_to_hub and int(os.environ.get("RANK", "0")) == 0:
+        print(f"pushed to https://huggingface.co/{push_to_hub(config, final)}")

@@ -1,15 +1,17 @@
 """The offline training configuration: one dataclass, validated before anything loads.
 
-Sources, in increasing priority: the dataclass defaults, a YAML file (`--config`), command-line flags, and
-`key=value` overrides. An unknown key is an error that names the key and the closest valid one; every unknown
-key and bad value is reported at once (prefkit.train.validation).
+Sources, in increasing priority: the dataclass defaults, a YAML file (`--config`) or a dict, command-line flags,
+and `key=value` overrides. TRL's and transformers' names are read as prefkit's (prefkit.train.vocabulary); an
+unknown key is an error that names the key and the closest valid one; every unknown key and bad value is
+reported at once (prefkit.train.validation).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
+import functools
+import inspect
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,20 @@ import yaml
 from prefkit.errors import PrefkitError
 from prefkit.modeling.load import DTYPES
 from prefkit.train.tracking import BACKENDS
-from prefkit.train.validation import (above, at_least, check_fields, lora_problems, loss_problems, raise_problems,
-                                      within)
+from prefkit.train.validation import (above, at_least, check_fields, checked, hub_problems, lora_problems,
+                                      loss_problems, raise_problems, within)
+from prefkit.train.vocabulary import translate
 
 REFERENCE_MODES = ("auto", "precomputed", "copy", "adapter", "none")
-SCHEDULES = ("linear", "cosine", "constant")
+# prefkit's `constant` holds the learning rate after the warm-up (transformers' constant_with_warmup); transformers'
+# own `constant` would ignore warmup_steps and warmup_ratio.
+SCHEDULE_NAMES = {"constant": "constant_with_warmup"}
+
+
+def warmup_steps(config, total_steps: int) -> int:
+    """`warmup_steps`, or `warmup_ratio` of the run rounded up as transformers rounds it (configs without a
+    `warmup_ratio`: self-play, judges, use `warmup_steps` only)."""
+    return config.warmup_steps or math.ceil(getattr(config, "warmup_ratio", 0.0) * total_steps)
 PRECISIONS = ("no", "bf16", "fp16")
 TRAIN_FEEDS = ("pairs", "labelled")  # the example kinds `prefkit train` builds (prefkit.losses.KINDS), by the data
 
@@ -32,7 +43,7 @@ TRAIN_FEEDS = ("pairs", "labelled")  # the example kinds `prefkit train` builds 
 class TrainConfig:
     # what to train
     model: str = ""
-    data: str = ""
+    data: str | list[dict[str, Any]] = ""  # a source, or several mixed: [{path, weight, split}] (docs/data.md)
     output_dir: str = ""
     loss: str | list[str] = "dpo"
     loss_weights: list[float] | None = None
@@ -41,6 +52,7 @@ class TrainConfig:
     split: str = "train"
     eval_data: str | None = None
     eval_split: str = "train"
+    chat_template: str | None = None  # a Jinja file or template string replacing the tokenizer's
     max_length: int = 1024
     truncation: str = "keep_start"
     on_bad_rows: str = "error"
@@ -53,11 +65,14 @@ class TrainConfig:
     max_steps: int | None = None
     epochs: float = 1.0
     batch_size: int = 8  # per process
+    eval_batch_size: int | None = None  # default: batch_size
     grad_accum: int = 1
     learning_rate: float = 1e-6
     weight_decay: float = 0.0
     warmup_steps: int = 0
-    schedule: str = "linear"
+    warmup_ratio: float = 0.0  # warm-up as a share of the run's steps (use one of warmup_steps, warmup_ratio)
+    schedule: str = "linear"  # any scheduler of transformers' get_scheduler
+    schedule_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {min_lr_rate: 0.1} for cosine_with_min_lr
     max_grad_norm: float | None = 1.0  # null: no clipping (the norm is still measured and logged)
     mixed_precision: str = "no"
     dtype: str = "float32"
@@ -70,6 +85,11 @@ class TrainConfig:
     trust_remote_code: bool = False
     lora: dict[str, Any] | None = None  # e.g. {r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear}
     load_in_4bit: bool = False
+    # outputs
+    merge_lora: bool = False  # with LoRA, also write the merged full model (output_dir/merged)
+    push_to_hub: bool = False  # upload the final model to the hub (needs a token: HF_TOKEN or `hf auth login`)
+    hub_model_id: str | None = None  # default: the output directory's name under your account
+    hub_private_repo: bool | None = None
     # bookkeeping
     logging_steps: int = 10
     eval_steps: int | None = None
@@ -89,10 +109,21 @@ class TrainConfig:
 
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first: a user fixes them all in one go."""
-        problems, bad = check_fields(self, TRAIN_LIMITS, TRAIN_CHOICES, TRAIN_REQUIRED)
+        problems, bad = check_fields(self, TRAIN_LIMITS, {**TRAIN_CHOICES, "schedule": schedules()}, TRAIN_REQUIRED)
         if not bad & {"warmup_steps", "max_steps"} and self.max_steps is not None \
                 and self.warmup_steps > self.max_steps:
             problems.append(f"'warmup_steps' ({self.warmup_steps}) must be <= 'max_steps' ({self.max_steps})")
+        if not bad & {"warmup_steps", "warmup_ratio"} and self.warmup_steps and self.warmup_ratio:
+            problems.append("set one of 'warmup_steps' and 'warmup_ratio' (transformers' warmup_ratio), not both")
+        if not bad & {"schedule", "schedule_kwargs"}:
+            problems += schedule_problems(self.schedule, self.schedule_kwargs)
+        if "data" not in bad and isinstance(self.data, list):
+            problems += mixture_problems(self.data)
+        if "chat_template" not in bad and self.chat_template is not None:
+            problems += chat_template_problems(self.chat_template)
+        problems += hub_problems(self)
+        if self.merge_lora and not self.lora:
+            problems.append("'merge_lora' needs a LoRA adapter (lora: {r: 16}, or use_peft: true)")
         if self.ref_sync_steps is not None and self.reference not in ("copy", "auto"):
             problems.append("'ref_sync_steps' (TR-DPO) needs reference: copy")
         if "lora" not in bad and self.lora is not None:
@@ -124,29 +155,95 @@ class TrainConfig:
                                f"steps ({self.epochs:g} epochs of {steps_per_epoch})")
         return total
 
+    def warmup(self, total_steps: int) -> int:
+        """Warm-up steps: `warmup_steps`, or `warmup_ratio` of the run rounded up, as transformers rounds it."""
+        return warmup_steps(self, total_steps)
+
+    def scheduler(self, optimizer, total_steps: int):
+        """transformers' scheduler named by `schedule` (prefkit.train.engine.make_scheduler)."""
+        from prefkit.train.engine import make_scheduler
+
+        return make_scheduler(self, optimizer, total_steps)
+
 
 TRAIN_REQUIRED = {"model": "--model", "data": "--data", "output_dir": "--output-dir", "loss": "--loss"}
-TRAIN_CHOICES = {"reference": REFERENCE_MODES, "schedule": SCHEDULES, "mixed_precision": PRECISIONS,
+TRAIN_CHOICES = {"reference": REFERENCE_MODES, "mixed_precision": PRECISIONS,
                  "truncation": ("keep_start", "keep_end", "drop"), "on_bad_rows": ("error", "skip"),
                  "dtype": tuple(DTYPES), "report_to": BACKENDS}
 TRAIN_LIMITS = {"max_length": at_least(2), "ref_sync_steps": at_least(1), "ref_mixup_alpha": within(0, 1),
                 "max_steps": at_least(1), "epochs": above(0), "batch_size": at_least(1), "grad_accum": at_least(1),
                 "learning_rate": above(0), "weight_decay": at_least(0), "warmup_steps": at_least(0),
+                "warmup_ratio": within(0, 1), "eval_batch_size": at_least(1),
                 "max_grad_norm": above(0), "logprob_chunk_size": at_least(1), "seed": at_least(0),
                 "logging_steps": at_least(1), "eval_steps": at_least(1), "save_steps": at_least(1),
                 "keep_checkpoints": at_least(1), "max_nonfinite_steps": at_least(1)}
 
 
-def check_keys(values: dict[str, Any], where: str, kind: type = TrainConfig) -> list[str]:
-    """One problem per key that `kind` does not have, with the closest valid key when there is one."""
-    fields = {f.name for f in dataclasses.fields(kind)}
+@functools.lru_cache(maxsize=1)
+def schedules() -> tuple[str, ...]:
+    """The schedulers of the installed transformers' get_scheduler, as `schedule` accepts them."""
+    from transformers import SchedulerType
+
+    return tuple(s.value for s in SchedulerType)
+
+
+def schedule_problems(name: str, kwargs: dict) -> list[str]:
+    """Build the scheduler on a throw-away parameter, so that a missing or wrong `schedule_kwargs` entry is named
+    now, in transformers' words, not after the model has loaded; refuse schedulers that step on a metric."""
+    import torch
+
+    from prefkit.modeling.load import one_line
+
+    if name not in schedules():
+        return []  # named by the choices check
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    probe = TrainConfig(schedule=name, schedule_kwargs=kwargs)
+    try:
+        scheduler = probe.scheduler(optimizer, total_steps=10)
+    except Exception as error:  # transformers raises ValueError / TypeError for missing or unknown kwargs
+        return [f"'schedule' {name}: {one_line(error)} (set it in schedule_kwargs, TRL's lr_scheduler_kwargs)"]
+    needs = [p for p in inspect.signature(scheduler.step).parameters.values()
+             if p.default is inspect.Parameter.empty]
+    if needs:
+        return [f"'schedule' {name} steps on a validation metric ({needs[0].name}), which the training loop "
+                "does not have; choose another schedule"]
+    return []
+
+
+MIXTURE_FIELDS = {"path": str, "weight": float, "split": str}
+
+
+def mixture_problems(entries: list[dict]) -> list[str]:
+    """`data: [{path, weight, split}, ...]`: each entry names a path, with a weight > 0 and a split if given."""
     problems = []
-    for key in values:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1, cutoff=0.5)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            problems.append(f"{where}: unknown key '{str(key)[:80]}'{hint}")
+    for number, entry in enumerate(entries):
+        where = f"data[{number}]"
+        problems += [f"'{where}' has unknown key '{str(key)[:80]}' (keys: {', '.join(MIXTURE_FIELDS)})"
+                     for key in entry if key not in MIXTURE_FIELDS]
+        if "path" not in entry:
+            problems.append(f"'{where}' needs a 'path'")
+        for key, hint in MIXTURE_FIELDS.items():
+            if key in entry:
+                _, problem = checked(f"{where}.{key}", entry[key], hint, above(0) if key == "weight" else None, None)
+                problems += [problem] if problem else []
     return problems
+
+
+def chat_template_problems(value: str) -> list[str]:
+    """A chat template is a file (a path that exists) or Jinja text; either must parse as Jinja."""
+    import jinja2
+
+    path = Path(value)
+    text = value
+    if "{" not in value:
+        if not path.is_file():
+            return [f"'chat_template' {value!r} is neither a file nor a Jinja template (no {{% or {{{{ in it)"]
+        text = path.read_text(encoding="utf-8")
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as error:
+        return [f"'chat_template': not a valid Jinja template (line {error.lineno}: {error.message})"]
+    return []
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -155,38 +252,39 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise PrefkitError(f"override '{text}' is not key=value")
     try:
-        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+        return key.strip(), read_yaml_text(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
         raise PrefkitError(f"override '{text}': the value is not valid YAML ({_yaml_problem(error)})") from None
 
 
 def load_config(path: str | None = None, flags: dict[str, Any] | None = None,
-                overrides: list[str] | tuple[str, ...] = (), kind: type = TrainConfig):
-    """A validated `kind` (TrainConfig, or the self-play config) from YAML, flags and key=value overrides; every
-    unknown key and bad value is reported in one error."""
-    values: dict[str, Any] = {}
-    problems: list[str] = []
+                overrides: list[str] | tuple[str, ...] = (), kind: type = TrainConfig,
+                values: dict[str, Any] | None = None):
+    """A validated `kind` (TrainConfig, or the self-play config) from a YAML file, a dict of the same keys
+    (`values`), flags and key=value overrides, in increasing priority; every unknown key and bad value is
+    reported in one error."""
+    given: list[tuple[Any, Any, str]] = []
     if path:
-        loaded = _read_yaml(path)
-        problems += check_keys(loaded, path, kind)
-        values.update(loaded)
-    values.update({k: v for k, v in (flags or {}).items() if v is not None})
-    for text in overrides:
-        key, value = parse_override(text)
-        head, _, sub = key.partition(".")
-        unknown = check_keys({head: None}, "override", kind)
-        problems += unknown
-        if unknown:
-            continue
-        if sub:  # e.g. loss_params.beta=0.2 or lora.r=8
-            before = values.get(head)
-            values[head] = {**(before if isinstance(before, dict) else {}), sub: value}
-        else:
-            values[key] = value
-    names = {f.name for f in dataclasses.fields(kind)}
-    config = kind(**{k: v for k, v in values.items() if k in names})
+        given += [(key, value, path) for key, value in _read_yaml(path).items()]
+    given += [(key, value, "args") for key, value in (values or {}).items()]
+    given += [(key, value, "flag") for key, value in (flags or {}).items() if value is not None]
+    given += [(*parse_override(text), "override") for text in overrides]
+    settings, problems = translate(given, kind)
+    config = kind(**settings)
     raise_problems(problems + config.problems())
     return config
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader reading numbers as YAML 1.2 does: 1e-6 (no dot) is a float, not a string."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def read_yaml_text(text: str):
+    return yaml.load(text, Loader=_Loader)
 
 
 def _read_yaml(path: str) -> dict:
@@ -196,7 +294,7 @@ def _read_yaml(path: str) -> dict:
     if not file.is_file():
         raise PrefkitError(f"config file not found: {path}")
     try:
-        loaded = yaml.safe_load(read_text(file, path)) or {}
+        loaded = read_yaml_text(read_text(file, path)) or {}
     except yaml.YAMLError as error:
         raise PrefkitError(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
     if not isinstance(loaded, dict):

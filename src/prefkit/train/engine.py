@@ -53,6 +53,18 @@ def make_accelerator(mixed_precision: str, trackers: list[str] = (), project_dir
                        log_with=list(trackers) or None, project_dir=project_dir)
 
 
+def make_scheduler(config, optimizer, total_steps: int):
+    """transformers' scheduler named by the config's `schedule` (prefkit's `constant` keeps the warm-up), with its
+    warm-up and, where the config has them, `schedule_kwargs` (TRL's lr_scheduler_kwargs)."""
+    from transformers import get_scheduler
+
+    from prefkit.train.config import SCHEDULE_NAMES, warmup_steps
+
+    return get_scheduler(SCHEDULE_NAMES.get(config.schedule, config.schedule), optimizer,
+                         num_warmup_steps=warmup_steps(config, total_steps), num_training_steps=total_steps,
+                         scheduler_specific_kwargs=getattr(config, "schedule_kwargs", None) or None)
+
+
 @dataclass
 class Update:
     """What one optimizer step did: the micro-batches' mean metrics, the gradient norm and the learning rate it
@@ -74,15 +86,11 @@ class Engine:
 
     def __init__(self, accelerator, policy: nn.Module, config, total_steps: int, skipped_steps: int = 0, *,
                  policy_prepared: bool = False):
-        from transformers import get_scheduler
-
         self.accelerator, self.config = accelerator, config
         params = [p for p in policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
                                       fused=accelerator.device.type in ("cpu", "cuda"))
-        name = "constant_with_warmup" if config.schedule == "constant" else config.schedule
-        self.scheduler = get_scheduler(name, optimizer, num_warmup_steps=config.warmup_steps,
-                                       num_training_steps=total_steps)
+        self.scheduler = make_scheduler(config, optimizer, total_steps)
         if policy_prepared:  # self-play prepares its policy once, for all its fits
             self.policy, self.optimizer = policy, accelerator.prepare(optimizer)
         else:

@@ -16,6 +16,7 @@ import torch
 
 from prefkit import losses
 from prefkit.data import prepare
+from prefkit.eval.curves import write_run_report
 from prefkit.errors import PrefkitError, RunStopped
 from prefkit.modeling.load import check_weights, load_model, load_tokenizer
 from prefkit.modeling import reference as references
@@ -66,9 +67,11 @@ class Run:
     console: Console
 
 
-def fit(config: TrainConfig) -> Path:
-    """Train `config.model` on `config.data` with `config.loss`; returns the directory of the final model."""
-    run = setup(config)
+def fit(config: TrainConfig, *, model=None, tokenizer=None, train_dataset=None, eval_dataset=None) -> Path:
+    """Train `config.model` on `config.data` with `config.loss`; returns the directory of the final model.
+    A model object, tokenizer or `datasets.Dataset` given here (prefkit.Trainer) is used instead of loading one
+    from the config's names."""
+    run = setup(config, model=model, tokenizer=tokenizer, datasets=(train_dataset, eval_dataset))
     with StopRequests() as stop:
         while run.state.step < run.total_steps:
             update = train_step(run, stop.requested)
@@ -81,8 +84,9 @@ def fit(config: TrainConfig) -> Path:
     return _save_final(run)
 
 
-def setup(config: TrainConfig) -> Run:
-    """The run directory, data, model, reference, engine and trackers, in the order that fails cheapest first."""
+def setup(config: TrainConfig, *, model=None, tokenizer=None, datasets=(None, None)) -> Run:
+    """The run directory, data, model, reference, engine and trackers, in the order that fails cheapest first;
+    `model`, `tokenizer` and `datasets` (train, eval), where given, replace what the config names."""
     from accelerate.utils import set_seed
 
     trackers = external_trackers(config.report_to)  # a tracker that is not installed is named now
@@ -92,15 +96,17 @@ def setup(config: TrainConfig) -> Run:
     check_weights(config.model)  # a damaged weights file is named now, not after the data is prepared
     set_seed(config.seed)
     objective = losses.Objective(config.loss, config.loss_weights, config.loss_params)
-    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    train, evaluation = _data(config, tokenizer, output_dir if main else None, objective)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code,
+                                   chat_template=config.chat_template)
+    train, evaluation = _data(config, tokenizer, output_dir if main else None, objective, datasets)
     paired = train.kind == "preference"
     order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
                        accelerator.process_index, config.seed)
     total_steps = config.total_steps(max(1, order.per_epoch // config.grad_accum))  # checks the warmup too
 
-    model = load_model(config.model, dtype=config.dtype, trust_remote_code=config.trust_remote_code, lora=config.lora,
-                       load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing,
+    model = load_model(config.model if model is None else model, dtype=config.dtype,
+                       trust_remote_code=config.trust_remote_code, lora=config.lora, load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing,
                        fuse=config.fuse_modules)
     model.to(accelerator.device)
     mode = resolve_reference(config, objective)
@@ -205,16 +211,18 @@ def close(run: Run) -> None:
     run.tracker.close()
 
 
-def _data(config: TrainConfig, tokenizer, run_dir: Path | None, objective: losses.Objective):
-    """(training data, evaluation data or None), tokenized; the training data must be of a kind that feeds the
-    objective. Bad rows skipped from the training data are recorded in `run_dir`."""
+def _data(config: TrainConfig, tokenizer, run_dir: Path | None, objective: losses.Objective, given=(None, None)):
+    """(training data, evaluation data or None), tokenized, from the config's sources or the datasets `given`;
+    the training data must be of a kind that feeds the objective. Skipped bad rows are recorded in `run_dir`."""
     options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows)
-    train = prepare(config.data, tokenizer, split=config.split, run_dir=run_dir, **options)
+    source = config.data if given[0] is None else given[0]
+    eval_source = config.eval_data if given[1] is None else given[1]
+    train = prepare(source, tokenizer, split=config.split, run_dir=run_dir, **options)
     wanted = [DATA_KINDS[k] for k in objective.kinds if k in DATA_KINDS]
     if train.kind not in wanted:
         raise PrefkitError(f"loss {objective.names} needs {' or '.join(losses.KINDS[k] for k in objective.kinds)}, "
-                           f"but {config.data} holds {train.kind} data")
-    evaluation = prepare(config.eval_data, tokenizer, split=config.eval_split, **options) if config.eval_data \
+                           f"but {train.source} holds {train.kind} data")
+    evaluation = prepare(eval_source, tokenizer, split=config.eval_split, **options) if eval_source is not None \
         else None
     return train, evaluation
 
@@ -228,6 +236,7 @@ def _save_final(run: Run) -> Path:
     final = run.output_dir / "final"
     if run.accelerator.is_main_process:
         save_final(trained, run.tokenizer, final, run.config, run.train, metrics=_last_metrics(run.output_dir))
+        write_run_report(run.output_dir, "train", run.config)
     run.accelerator.wait_for_everyone()
     return final
 
@@ -252,11 +261,11 @@ def batch_loss(run: Run, policy, batch: dict, examples: list, reference, trainin
 def evaluate_loss(run: Run) -> dict[str, float]:
     """The objective's metrics over the evaluation data, in a fixed order, statistics frozen; as `eval/...`."""
     config, accelerator, data = run.config, run.accelerator, run.evaluation
-    order = BatchOrder(len(data.examples), config.batch_size, accelerator.num_processes,
-                       accelerator.process_index, config.seed)
+    size = config.eval_batch_size or config.batch_size
+    order = BatchOrder(len(data.examples), size, accelerator.num_processes, accelerator.process_index, config.seed)
     totals: dict[str, float] = {}
     for m in range(order.per_epoch):
-        indices = list(range(m * config.batch_size, (m + 1) * config.batch_size))
+        indices = list(range(m * size, (m + 1) * size))
         batch = collate(data.examples, indices, run.tokenizer.pad_token_id, run.paired, accelerator.device)
         with accelerator.autocast():
             _, metrics = batch_loss(run, run.engine.policy, batch, data.examples, run.eval_reference, training=False)

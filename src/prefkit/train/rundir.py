@@ -22,13 +22,14 @@ from prefkit.io import read_json, write_json
 
 RUN_FILE = "run.json"
 # What a prefkit run writes at the top of its directory; `--overwrite` removes these and nothing else.
-RUN_ENTRIES = ("run.json", "metrics.jsonl", "checkpoints", "final", "final.tmp", "skipped_rows.jsonl",
+RUN_ENTRIES = ("run.json", "metrics.jsonl", "checkpoints", "final", "final.tmp", "merged", "merged.tmp",
+               "skipped_rows.jsonl",
                "tensorboard", "wandb", "state.json", "magnet", "magnet.tmp", "plots", "report.html", "report.md")
 RUN_PATTERNS = ("iter-*", "eval-*.json")
 # Keys that change only how a run is watched or stored, never what it computes.
 BOOKKEEPING = {"resume", "overwrite", "progress", "report_to", "project", "run_name", "logging_steps", "eval_steps",
                "save_steps", "keep_checkpoints", "keep_policies", "cache_dir", "iterations", "judge_chunk_size",
-               "max_nonfinite_steps", "output_dir"}
+               "max_nonfinite_steps", "output_dir", "push_to_hub", "hub_model_id", "hub_private_repo", "merge_lora"}
 
 
 def open_run(config, command: str, main: bool = True) -> Path:
@@ -40,7 +41,7 @@ def open_run(config, command: str, main: bool = True) -> Path:
     settings = fingerprint(config, command)
     earlier = earlier_run(out)
     if earlier and config.resume:
-        _check_same_settings(out, settings)
+        _check_same_settings(out, settings, _plain(asdict(type(config)())))
     elif earlier and config.overwrite:
         remove_run(out)
     elif earlier:
@@ -56,6 +57,8 @@ def fingerprint(config, command: str) -> dict:
     values = {k: v for k, v in asdict(config).items() if k not in BOOKKEEPING}
     files = {key: model_fingerprint(str(values[key])) for key in ("model", "data", "prompts")
              if isinstance(values.get(key), str) and values[key]}
+    if isinstance(values.get("data"), list):  # a mixture: each of its sources
+        files.update({f"data[{i}]": model_fingerprint(str(entry.get("path"))) for i, entry in enumerate(values["data"])})
     return {"command": command, "settings": _plain(values), "files": files}
 
 
@@ -82,7 +85,9 @@ def remove_run(out: Path) -> None:
             entry.unlink()
 
 
-def _check_same_settings(out: Path, settings: dict) -> None:
+def _check_same_settings(out: Path, settings: dict, defaults: dict) -> None:
+    """Refuse --resume when a setting changed; a key the earlier run did not record (a prefkit that had no such
+    setting yet) counts as unchanged while it has its default."""
     path = out / RUN_FILE
     if not path.is_file():  # written by a prefkit that kept no fingerprint: nothing to compare
         return
@@ -93,7 +98,7 @@ def _check_same_settings(out: Path, settings: dict) -> None:
     if before.get("command") != settings["command"]:
         raise PrefkitError(f"{out} holds a `prefkit {before.get('command')}` run, not `prefkit {settings['command']}`")
     changed = [k for k in sorted(set(before["settings"]) | set(settings["settings"]))
-               if before["settings"].get(k) != settings["settings"].get(k)]
+               if before["settings"].get(k, defaults.get(k)) != settings["settings"].get(k)]
     changed += [f"{k} (its files changed)" for k in sorted(settings["files"])
                 if before.get("files", {}).get(k) != settings["files"][k] and k not in changed]
     if changed:

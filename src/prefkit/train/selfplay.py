@@ -20,7 +20,8 @@ import torch
 
 from prefkit import losses
 from prefkit.errors import PrefkitError, RunStopped
-from prefkit.io import atomic_write, read_json, save_figure, save_model, write_json
+from prefkit.eval.curves import write_run_report
+from prefkit.io import atomic_write, read_json, save_model, write_json
 from prefkit.modeling.generation import Sample, encode_prompt, generate
 from prefkit.modeling.load import load_model, load_tokenizer
 from prefkit.modeling.reference import FrozenCopy
@@ -34,7 +35,8 @@ from prefkit.train.signals import StopRequests
 from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
 from prefkit.train import winrates
 from prefkit.train.console import Console
-from prefkit.train.tracking import Tracker, external_trackers
+from prefkit.train.model_card import save_final
+from prefkit.train.tracking import Tracker, external_trackers, read_metrics
 
 # the metric line of each iteration (prefkit.train.console); every metric goes to metrics.jsonl and the trackers
 SHOWN = {"loss": "loss", "winrate_vs_initial": "win vs π0", "winrate_vs_previous": "win vs previous",
@@ -111,7 +113,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
                 raise stop.stopped(f"iteration {t}; --resume continues with iteration {t + 1}")
     console.close()
     tracker.close()
-    _plot(out)
+    write_run_report(out, "selfplay", config)
     return _save_final(run)
 
 
@@ -384,14 +386,10 @@ def _score(folder, model, magnet_model, examples, tokenizer, config, per_respons
 
 def _save_final(run: Run) -> Path:
     """final/: the policy, its tokenizer and a model card (method, hyper-parameters, judge, prompts)."""
-    from prefkit.train.model_card import save_final, selfplay_card
-    from prefkit.train.tracking import read_metrics
-
     records = read_metrics(run.out)
     metrics = {k: v for k, v in (records[-1] if records else {}).items() if k != "step"}
     final = run.out / "final"
-    save_final(run.model, run.tokenizer, final, run.config, None, metrics,
-               card=selfplay_card(run.config, len(run.train_prompts), metrics))
+    save_final(run.model, run.tokenizer, final, run.config, None, metrics)
     return final
 
 
@@ -399,31 +397,3 @@ def _read_state(out: Path) -> dict:
     path = out / "state.json"
     return read_json(path) if path.is_file() else {"completed": 0, "magnet": 0}
 
-
-def _plot(out: Path) -> None:
-    """One PNG per metric across iterations, under plots/."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prefkit.train.tracking import read_metrics
-
-    records = read_metrics(out)
-    if not records:
-        return
-    (out / "plots").mkdir(exist_ok=True)
-    names = sorted({k for r in records for k in r if k != "step" and not k.endswith(("_low", "_high"))})
-    for name in names:
-        steps = [r["step"] for r in records if name in r]
-        values = [r[name] for r in records if name in r]
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(steps, values, marker="o")
-        low = [r.get(f"{name}_low") for r in records if name in r]
-        if all(v is not None for v in low):
-            ax.fill_between(steps, low, [r[f"{name}_high"] for r in records if name in r], alpha=0.25)
-        ax.set_xlabel("iteration")
-        ax.set_title(name)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        save_figure(fig, out / "plots" / f"{name.replace('/', '_')}.png", dpi=100)

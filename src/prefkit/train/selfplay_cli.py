@@ -17,7 +17,8 @@ def add_parser(subparsers) -> None:
                         help="continue the run in the output directory (same settings only)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="remove an earlier run in the output directory and start afresh")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="any config key")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="any config key, TRL's names too; anywhere on the line, or as --key value")
     parser.set_defaults(run=run)
 
 
@@ -27,6 +28,10 @@ def run(args: argparse.Namespace) -> int:
     from prefkit.train.selfplay_config import SelfPlayConfig
 
     flags = {k: getattr(args, k) for k in ("model", "output_dir", "resume", "overwrite")}
+    from prefkit.train.cli import publish
+
     config = load_config(args.config, flags, args.overrides, kind=SelfPlayConfig)
-    print(f"final policy: {selfplay(config)}")
+    final = selfplay(config)
+    print(f"final policy: {final}")
+    publish(config, final)
     return 0

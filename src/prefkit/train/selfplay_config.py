@@ -8,7 +8,8 @@ from typing import Any
 from prefkit.modeling.load import DTYPES
 from prefkit.modeling.vllm_generator import problems as vllm_problems
 from prefkit.train.tracking import BACKENDS
-from prefkit.train.validation import Limit, above, at_least, check_fields, loss_problems, raise_problems, within
+from prefkit.train.validation import (Limit, above, at_least, check_fields, hub_problems, loss_problems,
+                                      raise_problems, within)
 
 PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
 WINRATES = ("auto", "exact", "sampled", "weighted")
@@ -70,6 +71,9 @@ class SelfPlayConfig:
     project: str = "prefkit"
     run_name: str | None = None
     progress: bool = True
+    push_to_hub: bool = False  # upload the final policy (prefkit.train.model_card.push_to_hub)
+    hub_model_id: str | None = None
+    hub_private_repo: bool | None = None
 
     def loss_params_at(self, t: int) -> dict[str, Any]:
         """The loss's hyper-parameters for iteration t (1-based): with `eta_final`, η = η_0·(η_final/η_0)^s,
@@ -98,6 +102,7 @@ class SelfPlayConfig:
                             "geometric mixture (mixture_coef > 0): use winrates: sampled")
         if not bad & {"generator", "vllm"}:
             problems += vllm_problems(self.generator, self.vllm)
+        problems += hub_problems(self)
         if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:

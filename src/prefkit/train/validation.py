@@ -8,8 +8,7 @@ Values are shown bounded (`short`): a YAML alias bomb in a config value must cos
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
+import functools
 import reprlib
 import types
 import typing
@@ -54,45 +53,25 @@ class _Mismatch(Exception):
     pass
 
 
+@functools.lru_cache(maxsize=None)
+def _adapter(hint):
+    """pydantic's validator for an annotation, in strict mode (no 1 -> True, no 2.5 -> 2, no "3" -> 3; an int is
+    a float) and with finite floats only. Built once per annotation."""
+    from pydantic import ConfigDict, TypeAdapter
+
+    return TypeAdapter(hint, config=ConfigDict(strict=True, allow_inf_nan=False))
+
+
 def coerce(value, hint):
-    """`value` as the annotation `hint` takes it (an int or a YAML-1.1 string such as "1e-6" in a float field
-    becomes a float); raises _Mismatch otherwise. Floats must be finite. A list stops at its first bad item."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        for option in args:
-            try:
-                return coerce(value, option)
-            except _Mismatch:
-                pass
-        raise _Mismatch
-    if hint in (bool, str, type(None)):
-        if isinstance(value, hint):
-            return value
-        raise _Mismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is float:
-        return _finite(value)
-    if origin is list and isinstance(value, list):
-        return [coerce(item, args[0]) for item in value]
-    if origin is dict and isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        return {key: coerce(item, args[1]) for key, item in value.items()}
-    raise _Mismatch
+    """`value` as the annotation `hint` takes it (an int in a float field becomes a float), validated by pydantic;
+    raises _Mismatch otherwise. YAML is read with a loader that gives 1e-6 as a number (prefkit.train.config), so
+    strings are never numbers here."""
+    from pydantic import ValidationError
 
-
-def _finite(value) -> float:
-    if isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            raise _Mismatch from None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise _Mismatch
-    return float(value)
+    try:
+        return _adapter(hint).validate_python(value)
+    except ValidationError:
+        raise _Mismatch from None
 
 
 _NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
@@ -106,7 +85,8 @@ def describe(hint) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join(describe(a) for a in sorted(args, key=lambda a: a is type(None)))
     if origin is list:
-        return f"a list of {_PLURALS.get(args[0], describe(args[0]))}"
+        inner = "mappings" if typing.get_origin(args[0]) is dict else _PLURALS.get(args[0], describe(args[0]))
+        return f"a list of {inner}"
     if origin is dict:
         return "a mapping of names to values"
     return _NAMES.get(hint, getattr(hint, "__name__", str(hint)))
@@ -121,7 +101,7 @@ def check_fields(config, limits: dict[str, Limit], choices: dict[str, tuple], re
     for f in dataclasses.fields(config):
         name = f.name
         value = getattr(config, name)
-        value, problem = _checked(name, value, hints[name], limits.get(name), choices.get(name))
+        value, problem = checked(name, value, hints[name], limits.get(name), choices.get(name))
         if problem is None and name in required and not value:
             problem = f"'{name}' is required (flag {required[name]})"
         if problem is None:
@@ -132,7 +112,7 @@ def check_fields(config, limits: dict[str, Limit], choices: dict[str, tuple], re
     return problems, bad
 
 
-def _checked(name: str, value, hint, limit: Limit | None, allowed: tuple | None) -> tuple[Any, str | None]:
+def checked(name: str, value, hint, limit: Limit | None, allowed: tuple | None) -> tuple[Any, str | None]:
     """(the value coerced to `hint`, None), or (the value, the problem with it)."""
     expected = describe(hint)
     if limit is not None:
@@ -143,8 +123,7 @@ def _checked(name: str, value, hint, limit: Limit | None, allowed: tuple | None)
     except _Mismatch:
         return value, f"'{name}' must be {expected} (got {short(value)})"
     if limit is not None and coerced is not None and not limit.ok(coerced):
-        shown = coerced if isinstance(value, str) else value  # -1e-5 reads as a string in YAML 1.1: show a number
-        return value, f"'{name}' must be {expected} (got {short(shown)})"
+        return value, f"'{name}' must be {expected} (got {short(value)})"
     problem = _choice_problem(name, coerced, allowed) if allowed is not None else None
     return (value, problem) if problem else (coerced, None)
 
@@ -184,7 +163,7 @@ def loss_problems(names: list[str], params: dict) -> tuple[list[str], list]:
     for key, value in params.items():
         default = defaults.get(key.rpartition(".")[2])
         hint = Any if default is None else type(default)
-        _, problem = _checked(f"loss_params.{key}", value, hint, None, None)
+        _, problem = checked(f"loss_params.{key}", value, hint, None, None)
         problems += [problem] if problem else []
         if problem is None:
             well_typed[key] = value  # as given: the losses' own messages quote it
@@ -197,7 +176,8 @@ def loss_problems(names: list[str], params: dict) -> tuple[list[str], list]:
 
 
 LORA_FIELDS = {"r": (int, at_least(1)), "alpha": (float, above(0)), "dropout": (float, within(0, 1, open_high=True)),
-               "target_modules": (str | list[str], None)}
+               "target_modules": (str | list[str] | None, None), "modules_to_save": (list[str] | None, None),
+               "use_rslora": (bool, None), "use_dora": (bool, None)}
 
 
 def lora_problems(options: dict) -> list[str]:
@@ -206,6 +186,17 @@ def lora_problems(options: dict) -> list[str]:
                 for key in options if key not in LORA_FIELDS]
     for key, (hint, limit) in LORA_FIELDS.items():
         if key in options:
-            _, problem = _checked(f"lora.{key}", options[key], hint, limit, None)
+            _, problem = checked(f"lora.{key}", options[key], hint, limit, None)
             problems += [problem] if problem else []
     return problems
+
+
+def hub_problems(config) -> list[str]:
+    """`push_to_hub` needs a token (HF_TOKEN or a saved login), checked before anything loads."""
+    if not config.push_to_hub:
+        return []
+    from huggingface_hub import get_token
+
+    if get_token() is None:
+        return ["'push_to_hub' needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"]
+    return []
