@@ -13,7 +13,6 @@ from prefkit.train.validation import (Limit, above, at_least, check_fields, hub_
 
 PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
 WINRATES = ("auto", "exact", "sampled", "weighted")
-SCHEDULES = ("linear", "constant")
 SELFPLAY_FEEDS = ("selfplay-pairs", "selfplay-singles")  # the example kinds it builds (prefkit.losses.KINDS)
 GENERATORS = ("hf", "vllm")
 
@@ -42,7 +41,7 @@ class SelfPlayConfig:
     batch_size: int = 16
     learning_rate: float = 1e-5
     weight_decay: float = 0.01  # AdamW's (torch's default, which self-play has always used)
-    schedule: str = "linear"  # within each iteration: linear decay to 0 from a fresh AdamW, or constant
+    schedule: str = "linear"  # within each iteration, from a fresh AdamW: linear decay to 0, constant, or any of get_scheduler's
     warmup_steps: int = 0  # within each iteration
     mixed_precision: str = "no"  # no, bf16, fp16 (accelerate's autocast in the fit, as `prefkit train`)
     max_grad_norm: float | None = 1.0  # null: no clipping (the norm is still measured and logged)
@@ -93,10 +92,14 @@ class SelfPlayConfig:
 
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first (the same checks as `prefkit train`'s config)."""
-        choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": SCHEDULES, "dtype": tuple(DTYPES),
+        from prefkit.train.config import schedule_problems, schedules
+
+        choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": schedules(), "dtype": tuple(DTYPES),
                    "mixed_precision": ("no", "bf16", "fp16"), "report_to": BACKENDS, "generator": GENERATORS}
         problems, bad = check_fields(self, SELFPLAY_LIMITS, choices,
                                      {"model": "--model", "output_dir": "--output-dir"})
+        if "schedule" not in bad:
+            problems += schedule_problems(self.schedule, {})
         if self.winrates in ("exact", "weighted") and self.mixture_coef:
             problems.append(f"winrates: {self.winrates} is against π_t, but Nash-MD's opponents come from the "
                             "geometric mixture (mixture_coef > 0): use winrates: sampled")
