@@ -15,7 +15,7 @@ from prefkit.eval.curves import CURVES, Curve, change, verdict, write_run_report
 def drawn(monkeypatch):
     """The figures `curves.figure` draws, kept open instead of written."""
     figures = []
-    monkeypatch.setattr(curves, "_save", lambda fig, path: figures.append(fig) or path)
+    monkeypatch.setattr(curves, "save_figure", lambda fig, path: figures.append(fig) or path)
     return figures
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from prefkit.eval.plots import _pyplot
 from prefkit.eval.report import render_report, table
-from prefkit.io import atomic_write
+from prefkit.io import save_figure
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,6 @@ def series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([s for s, _ in rows], dtype=float), np.array([v for _, v in rows], dtype=float))
 
 
-def _save(fig, path: Path) -> Path:
-    try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    finally:
-        _pyplot().close(fig)
-    return path
-
-
 def eval_key(records: list[dict], key: str) -> str | None:
     """The evaluation twin of `key` as the run logged it (`eval/loss`, or TRL's `eval_loss`)."""
     return next((k for k in (f"eval/{key}", f"eval_{key}") if any(k in r for r in records)), None)
@@ -107,7 +99,7 @@ def figure(records: list[dict], curve: Curve, command: str, path: Path) -> Path 
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _flags(axis, records: list[dict]) -> None:

@@ -78,10 +78,12 @@ def model_card(config, data, metrics: dict, *, adapter: bool):
     hyper = {k: v for s in specs for k, v in s.check_hyperparameters(
         {p: q for p, q in config.loss_params.items() if p in s.defaults}).items()}
     card_data = ModelCardData(
-        base_model=hub_id(config.model), datasets=[d for d in map(hub_id, _sources(config)) if d] or None,
+        base_model=hub_id(config.model), datasets=[d for d in map(hub_id, _sources(config))
+                                                   if d and d.split(":")[0] != "task"] or None,  # not the bundled task
         library_name="peft" if adapter else "transformers", pipeline_tag="text-generation",
         model_name=Path(config.output_dir).name,
-        tags=["prefkit", *dict.fromkeys(s.name for s in specs), *(["lora"] if adapter else [])])
+        tags=["prefkit", *(["self-play"] if data is None else []), *dict.fromkeys(s.name for s in specs),
+              *(["lora"] if adapter else [])])
     lines = [
         f"# {Path(config.output_dir).name}", "", _summary(config, data, method), "",
         "## Method", "", *[f"- `{s.name}` ({s.family}): {s.summary} Paper: {s.paper}." for s in specs], "",
