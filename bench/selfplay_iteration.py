@@ -7,8 +7,8 @@
 A randomly initialised Llama of about 52M parameters (hidden 1024, 5 layers, 8 heads of 128, the task's 512-token
 vocabulary) answers 16 prompts x 4 samples per iteration; untrained, it almost never says EOS, so every answer is
 `max_new_tokens` = 64 tokens long. The judge is a cheap Python function (the judge's own cost is the user's).
-Two iterations run; the second (the steady state: for vLLM it includes pushing the new weights) is reported,
-stage by stage: sample, judge, score, fit, evaluate (the π_t answers on the eval prompts, their win rates, the
+`--iterations` run (2 by default); the last is reported (from the second on, the steady state: for vLLM it
+includes pushing the new weights), stage by stage: sample, judge, score, fit, evaluate (the π_t answers on the eval prompts, their win rates, the
 KL estimates' fresh samples, entropy), save; and the engine's start. Trailing KEY=VALUE arguments override the
 self-play settings. Prints one JSON line.
 """
@@ -77,6 +77,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generator", choices=("hf", "vllm"), default="hf")
     parser.add_argument("--out", default="runs/bench-iteration")
+    parser.add_argument("--iterations", type=int, default=2, help="run this many; the last one is reported")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE self-play settings")
     args = parser.parse_args(argv)
 
@@ -91,7 +92,7 @@ def main(argv=None) -> None:
     model, prompts, parameters = build(out)
     sys.path.insert(0, str(Path(__file__).parent))
     settings = dict(model=model, output_dir=str(out / "run"), prompts=prompts, judge="selfplay_iteration:judge",
-                    iterations=2, prompts_per_iteration=16, samples_per_prompt=4, max_new_tokens=64, epochs=1,
+                    iterations=args.iterations, prompts_per_iteration=16, samples_per_prompt=4, max_new_tokens=64, epochs=1,
                     batch_size=8, learning_rate=1e-5, eval_limit=16, kl_samples=4, loss="mpo", overwrite=True,
                     winrates="sampled", progress=False, generator=args.generator)
     overrides = [f"vllm={json.dumps({'max_model_len': 256, 'kv_cache_memory_bytes': 1 << 30})}", *args.overrides]
@@ -104,13 +105,14 @@ def main(argv=None) -> None:
     if args.generator == "vllm":
         import vllm
         versions["vllm"] = vllm.__version__
-    samples = json.loads((out / "run" / "iter-0002" / "samples.json").read_text())["samples"]
+    last = args.iterations
+    samples = json.loads((out / "run" / f"iter-{last:04d}" / "samples.json").read_text())["samples"]
     lengths = [len(s["ids"]) for group in samples for s in group]
     print(json.dumps({"generator": args.generator, "parameters": parameters, "overrides": args.overrides,
                       "answer_tokens_mean": sum(lengths) / len(lengths), "answers": len(lengths),
                       "engine_start_s": round(times[0]["engine start"], 2), "total_s": round(time.perf_counter() - start, 1),
-                      "iteration_2_s": {k: round(v, 2) for k, v in times[2].items()},
-                      "sample_tokens_per_s": round(sum(lengths) / times[2]["sample"], 1), **versions}))
+                      f"iteration_{last}_s": {k: round(v, 2) for k, v in times[last].items()},
+                      "sample_tokens_per_s": round(sum(lengths) / times[last]["sample"], 1), **versions}))
 
 
 if __name__ == "__main__":  # vLLM's engine may spawn worker processes, which re-import this file
