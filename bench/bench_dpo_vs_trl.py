@@ -22,31 +22,42 @@ import tempfile
 import time
 from pathlib import Path
 
-SIZES = {  # hidden, layers, heads, vocab
+SIZES = {  # hidden, layers, heads, vocab (the tokenizer's, at most 4096; the model's head has all of it)
     "tiny": (64, 2, 4, 512),
     "small": (512, 8, 8, 4096),
+    "v128k": (512, 4, 8, 128_256),  # Llama 3's vocabulary
+    "v256k": (512, 4, 8, 256_000),  # Gemma's vocabulary
 }
+WORD_RANGES = {  # words per (prompt, completion); one word is about one token
+    "tiny": ((20, 60), (20, 60)), "small": ((20, 60), (20, 60)),
+    "v128k": ((60, 160), (60, 160)), "v256k": ((60, 160), (300, 1000)),
+}
+MAX_LENGTH = 2048  # no row of any size is truncated
 WORDS = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
          "upsilon phi chi psi omega red green blue cyan magenta yellow black white").split()
 
 
-def build(workdir: Path, size: str, rows: int, seed: int = 0) -> tuple[Path, Path]:
+def build(workdir: Path, size: str, rows: int, seed: int = 0, words: tuple | None = None) -> tuple[Path, Path]:
+    """The shape's model and tokenizer in `workdir`/model-`size`, and `rows` preference rows of random words
+    (`words`: the (prompt, completion) word ranges, else the shape's own)."""
     from prefkit.modeling.tiny import tiny_llama, tiny_tokenizer
 
     rng = random.Random(seed)
     hidden, layers, heads, vocab = SIZES[size]
+    (prompt_lo, prompt_hi), (lo, hi) = words or WORD_RANGES[size]
     corpus = [" ".join(rng.choices(WORDS, k=40)) + f" {i}" for i in range(4000)]
-    tokenizer = tiny_tokenizer(corpus, vocab_size=vocab)
-    model = tiny_llama(len(tokenizer), hidden_size=hidden, layers=layers, heads=heads, tokenizer=tokenizer)
+    tokenizer = tiny_tokenizer(corpus, vocab_size=min(vocab, 4096))
+    model = tiny_llama(max(vocab, len(tokenizer)) if vocab > 4096 else len(tokenizer), hidden_size=hidden,
+                       layers=layers, heads=heads, tokenizer=tokenizer, max_positions=4 * MAX_LENGTH)
     model_dir = workdir / f"model-{size}"
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    data = workdir / "prefs.jsonl"
+    data = workdir / f"prefs-{size}.jsonl"
+    text = lambda low, high: " ".join(rng.choices(WORDS, k=rng.randint(low, high)))  # noqa: E731
     with data.open("w") as f:
         for _ in range(rows):
-            f.write(json.dumps({"prompt": " ".join(rng.choices(WORDS, k=rng.randint(20, 60))),
-                                "chosen": " ".join(rng.choices(WORDS, k=rng.randint(20, 60))),
-                                "rejected": " ".join(rng.choices(WORDS, k=rng.randint(20, 60)))}) + "\n")
+            f.write(json.dumps({"prompt": text(prompt_lo, prompt_hi), "chosen": text(lo, hi),
+                                "rejected": text(lo, hi)}) + "\n")
     return model_dir, data
 
 
@@ -59,7 +70,8 @@ def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int) -> 
 
     config = load_config(None, dict(model=model_dir, data=data, output_dir=out, loss="dpo", max_steps=steps,
                                     batch_size=batch, learning_rate=1e-5, reference="precomputed",
-                                    cache_dir=out + "/cache", progress=False, logging_steps=steps))
+                                    cache_dir=out + "/cache", progress=False, logging_steps=steps,
+                                    max_length=MAX_LENGTH))
     start = time.perf_counter()
     fit(config)
     return {"seconds": time.perf_counter() - start}
@@ -71,7 +83,7 @@ def tokens_processed(model_dir: str, data: str, steps: int, batch: int) -> int:
     from prefkit.modeling.load import load_tokenizer
     from prefkit.train.batches import BatchOrder
 
-    examples = prepare(data, load_tokenizer(model_dir)).examples
+    examples = prepare(data, load_tokenizer(model_dir), max_length=MAX_LENGTH).examples
     order = BatchOrder(len(examples), batch, 1, 0, 0)
     total = 0
     for m in range(steps):
@@ -92,7 +104,7 @@ def run_trl(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     dataset = datasets.load_dataset("json", data_files=data, split="train")
     args = DPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-5,
-                     precompute_ref_log_probs=True, gradient_checkpointing=False, report_to="none",
+                     precompute_ref_log_probs=True, gradient_checkpointing=False, report_to="none", max_length=MAX_LENGTH,
                      logging_steps=steps, save_strategy="no", use_cpu=True, dataloader_num_workers=0,
                      bf16=False, fp16=False, seed=0)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
