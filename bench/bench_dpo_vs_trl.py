@@ -61,7 +61,7 @@ def build(workdir: Path, size: str, rows: int, seed: int = 0, words: tuple | Non
     return model_dir, data
 
 
-def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:
+def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int, mixed_precision: str = "no") -> dict:
     import accelerate  # noqa: F401  imported before the clock starts, as TRL's imports are
     from transformers import get_scheduler  # noqa: F401
 
@@ -71,7 +71,7 @@ def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int) -> 
     config = load_config(None, dict(model=model_dir, data=data, output_dir=out, loss="dpo", max_steps=steps,
                                     batch_size=batch, learning_rate=1e-5, reference="precomputed",
                                     cache_dir=out + "/cache", progress=False, logging_steps=steps,
-                                    max_length=MAX_LENGTH))
+                                    max_length=MAX_LENGTH, mixed_precision=mixed_precision))
     start = time.perf_counter()
     fit(config)
     return {"seconds": time.perf_counter() - start}
@@ -112,12 +112,18 @@ def run_trl(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict
     return {"seconds": time.perf_counter() - start}
 
 
+PEERS = {  # name -> runner(model_dir, data, out, steps, batch)
+    "prefkit": run_prefkit,
+    "prefkit-bf16": lambda *args: run_prefkit(*args, mixed_precision="bf16"),
+    "trl": run_trl,
+}
+
+
 def child(args) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    runner = run_prefkit if args.child == "prefkit" else run_trl
-    result = runner(args.model_dir, args.data, args.out, args.steps, args.batch)
+    result = PEERS[args.child](args.model_dir, args.data, args.out, args.steps, args.batch)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result["tokens"] = tokens_processed(args.model_dir, args.data, args.steps, args.batch)
     print("RESULT " + json.dumps(result))
@@ -131,7 +137,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--child", choices=["prefkit", "trl"])
+    parser.add_argument("--peers", default="prefkit,trl", help=f"of {', '.join(PEERS)}; ratios are to the first")
+    parser.add_argument("--child", choices=list(PEERS))
     parser.add_argument("--model-dir", dest="model_dir")
     parser.add_argument("--data")
     parser.add_argument("--out")
@@ -149,9 +156,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
             model_dir, data = build(Path(tmp), size, args.rows)
-            results = {"prefkit": [], "trl": []}
+            peers = args.peers.split(",")
+            results = {name: [] for name in peers}
             for repeat in range(args.repeats):
-                for name in ("prefkit", "trl"):  # interleaved, so drift in machine load hits both
+                for name in peers:  # interleaved, so drift in machine load hits all
                     out = f"{tmp}/{size}-{name}-{repeat}"
                     cmd = [sys.executable, __file__, "--child", name, "--model-dir", str(model_dir), "--data",
                            str(data), "--out", out, "--steps", str(args.steps), "--batch", str(args.batch),
@@ -166,13 +174,15 @@ def main() -> None:
                 summary[name] = {"tokens_per_s": statistics.median(r["tokens"] / r["seconds"] for r in runs),
                                  "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
                                  "tokens": runs[0]["tokens"], "seconds": [round(r["seconds"], 2) for r in runs]}
-            speed = summary["prefkit"]["tokens_per_s"] / summary["trl"]["tokens_per_s"]
-            memory = summary["prefkit"]["peak_rss_mb"] / summary["trl"]["peak_rss_mb"]
-            print(f"{size}: params={SIZES[size]} batch={args.batch} steps={args.steps}")
+            print(f"{size}: params={SIZES[size]} batch={args.batch} steps={args.steps} "
+                  f"load={Path('/proc/loadavg').read_text().split()[:3]}")
             for name, s in summary.items():
-                print(f"  {name:8s} median tokens/s {s['tokens_per_s']:9.0f}  peak RSS {s['peak_rss_mb']:7.0f} MB  "
+                print(f"  {name:12s} median tokens/s {s['tokens_per_s']:9.0f}  peak RSS {s['peak_rss_mb']:7.0f} MB  "
                       f"tokens {s['tokens']}  seconds {s['seconds']}")
-            print(f"  ratio prefkit/TRL: tokens/s {speed:.2f}x, peak RSS {memory:.2f}x")
+            for name in peers[1:]:
+                speed = summary[peers[0]]["tokens_per_s"] / summary[name]["tokens_per_s"]
+                memory = summary[peers[0]]["peak_rss_mb"] / summary[name]["peak_rss_mb"]
+                print(f"  ratio {peers[0]}/{name}: tokens/s {speed:.2f}x, peak RSS {memory:.2f}x")
 
 
 if __name__ == "__main__":

@@ -35,22 +35,22 @@ PHASES = ["forward", "loss", "backward", "clip", "optimizer step", "zero_grad"]
 MB = 2 ** 20
 
 
-def setup(size: str, rows: int, batch: int, mixed_precision: str, device: str):
+def setup_model(model_dir, data, batch: int, mixed_precision: str, device: str, max_length: int = MAX_LENGTH,
+                gradient_checkpointing: bool = False):
+    """(accelerator, prefkit's model in training mode, two collated micro-batches of `batch` pairs)."""
     from accelerate import Accelerator
 
     from prefkit.data import prepare
     from prefkit.modeling.load import load_model, load_tokenizer
     from prefkit.train.batches import BatchOrder, collate
 
-    tmp = tempfile.mkdtemp()
-    model_dir, data = build(Path(tmp), size, rows)
     tokenizer = load_tokenizer(str(model_dir))
-    examples = prepare(str(data), tokenizer, max_length=MAX_LENGTH).examples
+    examples = prepare(str(data), tokenizer, max_length=max_length).examples
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device == "cpu")
-    model = load_model(str(model_dir)).to(accelerator.device).train()
+    model = load_model(str(model_dir), gradient_checkpointing=gradient_checkpointing).to(accelerator.device).train()
     order = BatchOrder(len(examples), batch, 1, 0, 0)
     batches = [collate(examples, order.indices(m), tokenizer.pad_token_id, True, accelerator.device)
-               for m in range(3)]
+               for m in range(2)]  # a warm-up step's, the profiled step's
     return accelerator, model, batches
 
 
@@ -113,14 +113,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from prefkit.modeling.logprobs import batch_logps
 
-    accelerator, model, batches = setup(args.size, args.rows, args.batch, args.mixed_precision, args.device)
+    model_dir, data = build(Path(tempfile.mkdtemp()), args.size, args.rows)
+    accelerator, model, batches = setup_model(model_dir, data, args.batch, args.mixed_precision, args.device)
     with torch.no_grad(), accelerator.autocast():
         references = [batch_logps(model, b).logps.detach() for b in batches]  # what `precomputed` caches
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
-    for m in range(2):  # the optimizer's state exists and every buffer has been through one step
-        train_step(model, optimizer, batches[m], references[m], accelerator)
-    batch = batches[2]
+    train_step(model, optimizer, batches[0], references[0], accelerator)  # the optimizer's state now exists
+    batch = batches[1]
     with accelerator.autocast():
         saved = saved_activation_bytes(model, batch, packing=True)
     if args.device == "cuda":
@@ -128,7 +128,7 @@ def main() -> None:
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else []),
                  profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        loss = train_step(model, optimizer, batch, references[2], accelerator)
+        loss = train_step(model, optimizer, batch, references[1], accelerator)
     seconds = time.perf_counter() - start
     report(args, model, optimizer, batch, saved, account(*timeline(prof, args.device)), loss, seconds)
 
