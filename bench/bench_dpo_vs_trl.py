@@ -1,11 +1,19 @@
 """prefkit vs TRL's DPOTrainer on the same DPO work, side by side in one interleaved run.
 
-Same model, data, batch size, steps; fp32; precomputed reference log-probs on both; no gradient checkpointing;
-2 threads. Each run is a fresh subprocess (so peak RSS is its own), alternating prefkit and TRL. Reported:
+Same model, data, batch size, steps; precomputed reference log-probs on both; no gradient checkpointing. On a
+CPU: fp32, 2 threads. On a GPU (chosen automatically when torch sees one): bf16 for every peer (prefkit's
+`mixed_precision: bf16`, TRL's `bf16=True`), and `trl-liger` (TRL with `use_liger_kernel=True`, which needs the
+liger-kernel package) is a peer beside TRL's default, which already computes its log-probs through its own fused
+LM head; peak memory is then also `torch.cuda.max_memory_allocated`. Each run is a fresh subprocess (so peak
+RSS is its own), the peers alternating. Reported:
 median tokens/s (prompt+completion tokens of chosen and rejected over the timed region: model load, data
 preparation, reference precompute and the training steps) and peak RSS, with the prefkit/TRL ratios.
 
     python bench/bench_dpo_vs_trl.py --sizes tiny,small --repeats 3 --steps 25 --rows 200
+    python bench/bench_dpo_vs_trl.py --sizes v128k --steps 10 --rows 80 --repeats 1 --peers prefkit,trl,prefkit-bf16
+    # on one GPU (not yet run there):
+    python bench/bench_dpo_vs_trl.py --sizes small,v128k,v256k --steps 10 --rows 80 --repeats 2 \
+        --peers prefkit,trl,trl-liger
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ def build(workdir: Path, size: str, rows: int, seed: int = 0, words: tuple | Non
     return model_dir, data
 
 
+CUDA = None  # set in the child: whether this run is on a GPU
+
+
 def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int, mixed_precision: str = "no") -> dict:
     import accelerate  # noqa: F401  imported before the clock starts, as TRL's imports are
     from transformers import get_scheduler  # noqa: F401
@@ -71,10 +82,15 @@ def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int, mix
     config = load_config(None, dict(model=model_dir, data=data, output_dir=out, loss="dpo", max_steps=steps,
                                     batch_size=batch, learning_rate=1e-5, reference="precomputed",
                                     cache_dir=out + "/cache", progress=False, logging_steps=steps,
-                                    max_length=MAX_LENGTH, mixed_precision=mixed_precision))
+                                    max_length=MAX_LENGTH,
+                                    mixed_precision="bf16" if CUDA else mixed_precision))
     start = time.perf_counter()
     fit(config)
-    return {"seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    from prefkit.train.tracking import read_metrics
+
+    last = [r for r in read_metrics(Path(out)) if "loss" in r][-1]  # the mean over the steps (logging_steps)
+    return {"seconds": seconds, "loss": last["loss"], "margins": last["rewards/margins"]}
 
 
 def tokens_processed(model_dir: str, data: str, steps: int, batch: int) -> int:
@@ -93,7 +109,7 @@ def tokens_processed(model_dir: str, data: str, steps: int, batch: int) -> int:
     return total
 
 
-def run_trl(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict:
+def run_trl(model_dir: str, data: str, out: str, steps: int, batch: int, liger: bool = False) -> dict:
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -104,9 +120,9 @@ def run_trl(model_dir: str, data: str, out: str, steps: int, batch: int) -> dict
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     dataset = datasets.load_dataset("json", data_files=data, split="train")
     args = DPOConfig(output_dir=out, max_steps=steps, per_device_train_batch_size=batch, learning_rate=1e-5,
-                     precompute_ref_log_probs=True, gradient_checkpointing=False, report_to="none", max_length=MAX_LENGTH,
-                     logging_steps=steps, save_strategy="no", use_cpu=True, dataloader_num_workers=0,
-                     bf16=False, fp16=False, seed=0)
+                     precompute_ref_log_probs=True, gradient_checkpointing=False, report_to="none",
+                     max_length=MAX_LENGTH, logging_steps=steps, save_strategy="no", use_cpu=not CUDA,
+                     dataloader_num_workers=0, bf16=CUDA, fp16=False, seed=0, use_liger_kernel=liger)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
     return {"seconds": time.perf_counter() - start}
@@ -116,15 +132,20 @@ PEERS = {  # name -> runner(model_dir, data, out, steps, batch)
     "prefkit": run_prefkit,
     "prefkit-bf16": lambda *args: run_prefkit(*args, mixed_precision="bf16"),
     "trl": run_trl,
+    "trl-liger": lambda *args: run_trl(*args, liger=True),  # GPU only: Liger's kernels are Triton
 }
 
 
 def child(args) -> None:
     import torch
 
+    global CUDA
+    CUDA = torch.cuda.is_available()
     torch.set_num_threads(args.threads)
     result = PEERS[args.child](args.model_dir, args.data, args.out, args.steps, args.batch)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if CUDA:
+        result["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     result["tokens"] = tokens_processed(args.model_dir, args.data, args.steps, args.batch)
     print("RESULT " + json.dumps(result))
 
@@ -151,7 +172,8 @@ def main() -> None:
     import trl
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
-    print(f"machine: nproc={os.cpu_count()} python={sys.version.split()[0]} torch={torch.__version__} "
+    print(f"machine: nproc={os.cpu_count()} gpu={torch.cuda.get_device_name() if torch.cuda.is_available() else None} "
+          f"python={sys.version.split()[0]} torch={torch.__version__} "
           f"transformers={transformers.__version__} trl={trl.__version__} threads={args.threads}")
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes.split(","):
@@ -173,16 +195,23 @@ def main() -> None:
             for name, runs in results.items():
                 summary[name] = {"tokens_per_s": statistics.median(r["tokens"] / r["seconds"] for r in runs),
                                  "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in runs),
-                                 "tokens": runs[0]["tokens"], "seconds": [round(r["seconds"], 2) for r in runs]}
+                                 "peak_cuda_mb": statistics.median(r.get("peak_cuda_mb", 0) for r in runs),
+                                 "tokens": runs[0]["tokens"], "seconds": [round(r["seconds"], 2) for r in runs],
+                                 "loss": [round(r["loss"], 5) for r in runs if "loss" in r],
+                                 "margins": [round(r["margins"], 5) for r in runs if "margins" in r]}
             print(f"{size}: params={SIZES[size]} batch={args.batch} steps={args.steps} "
                   f"load={Path('/proc/loadavg').read_text().split()[:3]}")
             for name, s in summary.items():
                 print(f"  {name:12s} median tokens/s {s['tokens_per_s']:9.0f}  peak RSS {s['peak_rss_mb']:7.0f} MB  "
-                      f"tokens {s['tokens']}  seconds {s['seconds']}")
+                      f"tokens {s['tokens']}  seconds {s['seconds']}" + (
+                          f"  mean DPO loss {s['loss']} margins {s['margins']}" if s["loss"] else ""))
             for name in peers[1:]:
                 speed = summary[peers[0]]["tokens_per_s"] / summary[name]["tokens_per_s"]
                 memory = summary[peers[0]]["peak_rss_mb"] / summary[name]["peak_rss_mb"]
-                print(f"  ratio {peers[0]}/{name}: tokens/s {speed:.2f}x, peak RSS {memory:.2f}x")
+                first, other = summary[peers[0]]["peak_cuda_mb"], summary[name]["peak_cuda_mb"]
+                cuda = other and first / other
+                cuda = f", peak CUDA allocated {cuda:.2f}x" if cuda else ""
+                print(f"  ratio {peers[0]}/{name}: tokens/s {speed:.2f}x, peak RSS {memory:.2f}x{cuda}")
 
 
 if __name__ == "__main__":

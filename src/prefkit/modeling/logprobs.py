@@ -2,13 +2,14 @@
 float32 logits.
 
 `score(model, groups)` is the public entry; the training loops call `batch_logps` on collated batches.
-The decoder runs once; the output head runs only at the positions that predict a completion token, chunk by
-chunk in one autograd function (`prefkit.modeling.head`) that recomputes the logits in the backward pass when
-they would be large, so peak memory holds one chunk of logits. Two layouts: the padding-free packed one (`packed_logps`, see `prefkit.modeling.packing`:
-each prompt once, no padding) and the padded concatenated one (`sequence_logps`) for models that cannot pack.
-Both are exact for every architecture because `prefkit.modeling.probe` asks each model, once, what its own
-forward does after the decoder (a logit scale, a soft cap, or something only its forward can do) and whether
-its layers are all attention under the packing mask. `head_logps` is the one function a fused kernel replaces;
+The decoder runs once; the output head runs only at the positions that predict a completion token, block by
+block in one autograd function (`prefkit.modeling.head`) that recomputes the logits in the backward pass when
+they would be large, so peak memory holds one block of logits. Two layouts: the padding-free packed one
+(`packed_logps`, see `prefkit.modeling.packing`: each prompt once, no padding) and the padded concatenated
+one (`sequence_logps`) for models that cannot pack. Both are exact for every architecture because
+`prefkit.modeling.probe` asks each model, once, what its own forward does after the decoder (a logit scale, a
+soft cap, or something only its forward can do) and whether its layers are all attention under the packed
+layout. `head_logps` is the one function a fused kernel replaces;
 everything upstream sees only its output.
 """
 

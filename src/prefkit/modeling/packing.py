@@ -104,8 +104,9 @@ def packed_inputs(packed: PackedBatch) -> dict:
 def supports_packing(model, packed: PackedBatch) -> bool:
     """Whether `model` can run the packed layout: it dispatches attention through transformers'
     AttentionInterface with sdpa, and no prompt + completion outgrows an attention window or chunk (the branch
-    rows' causal attention has neither; these are the two restrictions transformers' mask builders know). Whether every layer is attention
-    under that mask is for the log-prob engine's probe to find out (`prefkit.modeling.probe`)."""
+    rows' causal attention has neither; these are the two restrictions transformers' mask builders know).
+    Whether every layer is attention under that layout is for the log-prob engine's probe to find out
+    (`prefkit.modeling.probe`)."""
     config = model.config
     window = getattr(config, "sliding_window", None)
     if isinstance(window, int) and packed.longest > window and getattr(config, "use_sliding_window", True):
