@@ -94,10 +94,10 @@ def test_packed_layout_has_no_padding_and_each_prompt_once():
     packed = pack(groups)
     assert packed.input_ids.shape == (1, 3 + 4 + 5 + 6 + 2 + 1)
     assert packed.position_ids[0].tolist() == [0, 1, 2, 3, 4, 5, 6, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 6]
-    mask = packed.segment_mask[0, 0]
-    chosen, rejected = range(3, 7), range(7, 12)
-    assert not mask[rejected][:, chosen].any()  # a completion never sees its sibling
-    assert mask[rejected][:, :3].all() and mask[chosen][:, :3].all()  # both see the whole prompt
+    # attention runs on branch rows, each a prompt then one of its completions: a completion never sees its sibling
+    assert packed.branches[:2].tolist() == [[0, 1, 2, 3, 4, 5, 6, 0], [0, 1, 2, 7, 8, 9, 10, 11]]
+    assert packed.branches[2:].tolist() == [[12, 13, 14, 15, 16, 17, 18, 19], [12, 13, 14, 15, 16, 17, 20, 0]]
+    assert packed.unpack_index.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 11, 12, 13, 14, 15]  # prompt from row 0
     assert packed.rows.tolist() == [0] * 4 + [2] * 5 + [1] * 2 + [3] * 1  # chosen rows 0..1, rejected 2..3
 
 
@@ -112,7 +112,7 @@ def test_models_that_cannot_pack_use_the_padded_forward(model):
     groups = _groups([(3, [4, 5]), (2, [1, 6])])
     assert not supports_packing(eager, pack(groups))
     windowed = tiny_llama(97, hidden_size=32, seed=0).double()
-    windowed.config.sliding_window = 4  # segments are longer than the window: the tree mask would ignore it
+    windowed.config.sliding_window = 4  # rows are longer than the window: causal attention would ignore it
     assert not supports_packing(windowed, pack(groups))
 
     examples = [PairExample(p, c, r, row=i) for i, (p, (c, r)) in enumerate(groups)]

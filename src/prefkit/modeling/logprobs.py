@@ -2,13 +2,14 @@
 float32 logits.
 
 `score(model, groups)` is the public entry; the training loops call `batch_logps` on collated batches.
-The decoder runs once; the output head runs only at the positions that predict a completion token, over chunks
-whose log-softmax is recomputed in the backward pass when the logits would be large, so peak memory holds one
-chunk of logits. Two layouts: the padding-free packed one (`packed_logps`, see `prefkit.modeling.packing`:
-each prompt once, no padding) and the padded concatenated one (`sequence_logps`) for models that cannot pack.
-Both are exact for every architecture because `prefkit.modeling.probe` asks each model, once, what its own
-forward does after the decoder (a logit scale, a soft cap, or something only its forward can do) and whether
-its layers are all attention under the packing mask. `head_logps` is the one function a fused kernel replaces;
+The decoder runs once; the output head runs only at the positions that predict a completion token, block by
+block in one autograd function (`prefkit.modeling.head`) that recomputes the logits in the backward pass when
+they would be large, so peak memory holds one block of logits. Two layouts: the padding-free packed one
+(`packed_logps`, see `prefkit.modeling.packing`: each prompt once, no padding) and the padded concatenated
+one (`sequence_logps`) for models that cannot pack. Both are exact for every architecture because
+`prefkit.modeling.probe` asks each model, once, what its own forward does after the decoder (a logit scale, a
+soft cap, or something only its forward can do) and whether its layers are all attention under the packed
+layout. `head_logps` is the one function a fused kernel replaces;
 everything upstream sees only its output.
 """
 
@@ -18,13 +19,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
+from prefkit.modeling.head import head_logps as fused_head_logps
 from prefkit.modeling.packing import PackedBatch, pack, packed_inputs, supports_packing
 from prefkit.modeling.probe import forward_logits, gathered_logps, hidden_states, pad_groups, plan
 
 Tensor = torch.Tensor
-LOGITS_IN_MEMORY = 2 ** 25  # logits elements (128 MB in float32) computed in one pass, without recomputation
+LOGITS_IN_MEMORY = 2 ** 25  # M x V up to this (128 MB in float32): kept for the backward pass, no recomputation
+CHUNK_ELEMENTS = 2 ** 23  # logits computed at once (32 MB in float32): the head's temporary memory
 
 
 @dataclass
@@ -39,33 +41,16 @@ class SequenceLogps:
         return self.logps / self.lengths.clamp(min=1)
 
 
-def _chunk_logps(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, scale: float,
-                 softcap: float | None) -> Tensor:
-    logits = F.linear(hidden, weight, bias)
-    if logits.dtype in (torch.float16, torch.bfloat16):  # scaling and log-softmax in float32, chunk by chunk
-        logits = logits.float()
-    if scale != 1.0:
-        logits = logits * scale
-    if softcap:
-        logits = softcap * torch.tanh(logits / softcap)
-    return gathered_logps(logits, targets)
-
-
 def head_logps(model, hidden: Tensor, targets: Tensor, chunk_size: int = 1024) -> Tensor:
-    """log-softmax of the output head at `hidden` [M, H], gathered at `targets` [M].
-
-    When the M x V logits would exceed LOGITS_IN_MEMORY elements, the head runs chunk by chunk and each chunk is
-    recomputed in the backward pass, so memory holds one chunk of logits; below that, one pass is faster. The
+    """log-softmax of the output head at `hidden` [M, H], gathered at `targets` [M], by
+    `prefkit.modeling.head`: at most `chunk_size` positions and CHUNK_ELEMENTS logits at a time, nothing of the
+    vocabulary's size kept for the backward pass unless all M x V logits fit in LOGITS_IN_MEMORY elements. The
     logits are scaled and soft-capped as the model's own forward does (`prefkit.modeling.probe`)."""
     head, how = model.get_output_embeddings(), plan(model)
-    chunked = targets.numel() * head.weight.shape[0] > LOGITS_IN_MEMORY
-    step = chunk_size if chunked else max(1, targets.numel())
-    use_checkpoint = chunked and torch.is_grad_enabled() and hidden.requires_grad
-    pieces = []
-    for start in range(0, targets.numel(), step):
-        args = (hidden[start:start + step], head.weight, head.bias, targets[start:start + step], how.scale, how.softcap)
-        pieces.append(checkpoint(_chunk_logps, *args, use_reentrant=False) if use_checkpoint else _chunk_logps(*args))
-    return torch.cat(pieces) if pieces else hidden.new_zeros(0)
+    rows = max(1, min(chunk_size, targets.numel()))
+    return fused_head_logps(hidden, head.weight, head.bias, targets, scale=how.scale, softcap=how.softcap, rows=rows,
+                            columns=max(1, CHUNK_ELEMENTS // rows),
+                            keep=targets.numel() * head.weight.shape[0] <= LOGITS_IN_MEMORY)
 
 
 def sequence_logps(model, input_ids: Tensor, attention_mask: Tensor, completion_mask: Tensor,
