@@ -246,12 +246,12 @@ def test_preference_matrix_failure_names_prompt_and_judge(fn, message):
 def test_evaluate_keeps_only_the_prompts_before_the_failure():
     """The contract preference_matrix relies on: values before prompt k are good, the rest are NaN."""
     judge = load_judge(per_pair(1.5), name="j")
-    values, error = judge.evaluate(["p0", "p0", BAD, BAD, "p9"], ["aa", "a", "aa", "a", "aa"], ["b"] * 5,
+    values, error = judge.judge_batch(["p0", "p0", BAD, BAD, "p9"], ["aa", "a", "aa", "a", "aa"], ["b"] * 5,
                                    np.array([0, 0, 1, 1, 2]))
     assert error.prompt_index == 1 and "prompt 1" in str(error)
     np.testing.assert_allclose(values[:2], [length_judge("", "aa", "b"), 0.5])
     assert np.isnan(values[2:]).all()
-    values, error = judge.evaluate(["p0", "p1"], ["a", "bb"], ["b", "a"], np.array([0, 1]))
+    values, error = judge.judge_batch(["p0", "p1"], ["a", "bb"], ["b", "a"], np.array([0, 1]))
     assert error is None and not np.isnan(values).any()
 
 

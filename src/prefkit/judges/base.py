@@ -73,12 +73,12 @@ class Judge:
             raise PrefkitError(f"judge {self.name}: compare needs equally long lists; got {len(prompts)} prompts, "
                                f"{len(as_)} first and {len(bs)} second responses")
         if not self.both_orders:
-            values, error = self.evaluate(prompts, as_, bs, np.arange(len(prompts)))
+            values, error = self.judge_batch(prompts, as_, bs, np.arange(len(prompts)))
             if error is not None:
                 raise error
             return values
         # Interleave (a, b) and (b, a) so each prompt's pairs stay together and in order.
-        values, error = self.evaluate([p for p in prompts for _ in (0, 1)],
+        values, error = self.judge_batch([p for p in prompts for _ in (0, 1)],
                                       [x for pair in zip(as_, bs) for x in pair],
                                       [x for pair in zip(bs, as_) for x in pair],
                                       np.repeat(np.arange(len(prompts)), 2))
@@ -86,7 +86,7 @@ class Judge:
             raise error
         return (values[0::2] + 1.0 - values[1::2]) / 2.0
 
-    def evaluate(self, prompts: list, as_: list, bs: list, owners: np.ndarray) -> tuple[np.ndarray, JudgeError | None]:
+    def judge_batch(self, prompts: list, as_: list, bs: list, owners: np.ndarray) -> tuple[np.ndarray, JudgeError | None]:
         """Judge one batch in the order given, never raising for the judge's own faults.
 
         Returns (values, error). With error None every value is good; otherwise error names the first failing
@@ -126,7 +126,7 @@ class Judge:
         values = np.full(len(prompts), np.nan)
         for k in np.unique(owners):  # owners are increasing, so this walks the prompts in order
             rows = np.flatnonzero(owners == k)
-            part, error = self.evaluate([prompts[i] for i in rows], [as_[i] for i in rows], [bs[i] for i in rows],
+            part, error = self.judge_batch([prompts[i] for i in rows], [as_[i] for i in rows], [bs[i] for i in rows],
                                         owners[rows])
             if error is not None:
                 return values, error

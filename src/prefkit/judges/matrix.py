@@ -37,7 +37,7 @@ def preference_matrix(judge, prompts: Sequence, responses: Sequence[Sequence], *
     for start in range(len(done), len(prompts), chunk_size):
         chunk = range(start, min(start + chunk_size, len(prompts)))
         owners = np.repeat(np.array(chunk), len(rows))
-        values, error = judge.evaluate([prompts[p] for p in owners],
+        values, error = judge.judge_batch([prompts[p] for p in owners],
                                        [responses[p][i] for p in chunk for i in rows],
                                        [responses[p][j] for p in chunk for j in cols],
                                        owners) if len(rows) else (np.empty(0), None)

@@ -184,14 +184,14 @@ class Run:
             console.metrics(state.step, logged)
         if self.evaluation is not None and (config.eval_steps and state.step % config.eval_steps == 0 or last):
             with window.pause():
-                evaluated = self.evaluate(state.step)
+                evaluated = self.eval_metrics(state.step)
             self.tracker.log(state.step, evaluated)
             console.metrics(state.step, evaluated)
         if config.save_steps and state.step % config.save_steps == 0:
             self.saved.save(state)
 
     @torch.no_grad()
-    def evaluate(self, step: int) -> dict[str, float]:
+    def eval_metrics(self, step: int) -> dict[str, float]:
         """eval/accuracy, eval/log_loss, eval/ece on the whole eval split; eval-judge.json and the reliability plot
         plots/reliability.png (both written atomically) on the main process."""
         judge = self.accelerator.unwrap_model(self.engine.policy)
