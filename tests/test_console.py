@@ -73,3 +73,15 @@ def test_metrics_reach_an_accelerate_tracker_and_the_jsonl_file(tmp_path):
     assert recording.logged == [(3, {"loss": 0.5})] and recording.finished
     assert recording.config == {"loss": "dpo", "lora": "{'r': 8}"}  # nested values as strings
     assert read_metrics(tmp_path) == [{"step": 3, "loss": 0.5}]
+
+
+def test_long_stages_show_a_bar_on_a_terminal_and_nothing_in_a_log_file(monkeypatch):
+    import sys
+
+    from prefkit.io import progress
+
+    items = range(3)
+    assert progress(items, total=3, desc="reference log-probs") is items  # a log file: the iterable as it is
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    bar = progress(items, total=3, desc="reference log-probs")
+    assert list(bar) == [0, 1, 2] and bar.desc.startswith("reference log-probs")

@@ -51,6 +51,18 @@ def write_jsonl(rows, path: Path) -> Path:
     return write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
+def progress(iterable, *, total: int, desc: str, unit: str = "batch"):
+    """`iterable` with a progress bar on a terminal (stderr), and as it is when the output goes to a file, where a
+    redrawn bar would fill a log with carriage returns."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
+
+
 def save_figure(figure, path: Path, dpi: int = 110) -> Path:
     """A matplotlib figure as PNG, atomically; the figure is closed either way."""
     import matplotlib.pyplot as plt

@@ -20,7 +20,7 @@ from prefkit.data.formats import BadRow, DataFormat, Record, detect_format, pars
 from prefkit.data.sources import load_rows
 from prefkit.data.tokenize import Encoded, Encoder, RowProblem
 from prefkit.errors import PrefkitError
-from prefkit.io import write_jsonl
+from prefkit.io import progress, write_jsonl
 
 BAD_ROWS_SHOWN = 20
 FINGERPRINT_VERSION = "prefkit.data/1"  # bump when a tokenization rule changes: old caches become stale
@@ -80,7 +80,7 @@ def _prepare_one(source, tokenizer, split: str, max_length: int | None, truncati
     examples, bad = [], list(loaded.unreadable)
     stats = Counter({name: 0 for name in ("rows", "kept", "skipped", "dropped") + EVENTS})
     stats["rows"] = len(loaded.rows) + len(loaded.unreadable)
-    for number, raw in loaded.rows:
+    for number, raw in progress(loaded.rows, total=len(loaded.rows), desc=f"prepare {loaded.name}", unit="row"):
         record, problems = parse_row(raw, number, fmt)
         encoded = None
         if record is not None:

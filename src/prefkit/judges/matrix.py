@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from prefkit.errors import PrefkitError
+from prefkit.io import progress
 from prefkit.judges import checkpoint as ckpt
 from prefkit.judges.load import load_judge
 
@@ -34,7 +35,8 @@ def preference_matrix(judge, prompts: Sequence, responses: Sequence[Sequence], *
     inputs = ckpt.digest(prompts, responses) if path else ""
     done = ckpt.load(path, inputs, judge.name, k) if path else []
     rows, cols = np.nonzero(~np.eye(k, dtype=bool))  # every ordered pair (i, j), i != j
-    for start in range(len(done), len(prompts), chunk_size):
+    starts = range(len(done), len(prompts), chunk_size)
+    for start in progress(starts, total=len(starts), desc=f"judge {judge.name}", unit="chunk"):
         chunk = range(start, min(start + chunk_size, len(prompts)))
         owners = np.repeat(np.array(chunk), len(rows))
         values, error = judge.judge_batch([prompts[p] for p in owners],

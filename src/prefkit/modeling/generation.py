@@ -13,6 +13,8 @@ from typing import Sequence
 
 import torch
 
+from prefkit.io import progress
+
 
 @dataclass
 class Sample:
@@ -55,7 +57,8 @@ def generate(model, tokenizer, prompts: Sequence, n: int = 1, *, seed: int = 0, 
     model.eval()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for start in range(0, len(encoded), batch_size):
+        starts = range(0, len(encoded), batch_size)
+        for start in progress(starts, total=len(starts), desc=f"sample {len(encoded)}"):
             chunk = encoded[start:start + batch_size]
             width = max(len(e) for e in chunk)
             ids = torch.tensor([[pad] * (width - len(e)) + e for e in chunk], device=model.device)

@@ -18,6 +18,7 @@ from prefkit import losses
 from prefkit.data import prepare
 from prefkit.eval.curves import write_run_report
 from prefkit.errors import PrefkitError, RunStopped
+from prefkit.io import progress
 from prefkit.modeling.load import check_weights, load_model, load_tokenizer
 from prefkit.modeling import reference as references
 from prefkit.train import checkpoint
@@ -264,7 +265,7 @@ def evaluate_loss(run: Run) -> dict[str, float]:
     size = config.eval_batch_size or config.batch_size
     order = BatchOrder(len(data.examples), size, accelerator.num_processes, accelerator.process_index, config.seed)
     totals: dict[str, float] = {}
-    for m in range(order.per_epoch):
+    for m in progress(range(order.per_epoch), total=order.per_epoch, desc="evaluate"):
         indices = list(range(m * size, (m + 1) * size))
         batch = collate(data.examples, indices, run.tokenizer.pad_token_id, run.paired, accelerator.device)
         with accelerator.autocast():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import torch
 
+from prefkit.io import progress
 from prefkit.modeling import reference as references
 from prefkit.modeling.logprobs import score
 from prefkit.train.batches import mismatched
@@ -52,7 +53,8 @@ def score_examples(model, examples, indices, pad_token_id: int, paired: bool, *,
     values: list = [None] * len(indices)
     was_training = model.training
     model.eval()
-    for start in range(0, len(order), batch_size):
+    starts = range(0, len(order), batch_size)
+    for start in progress(starts, total=len(starts), desc="reference log-probs"):
         chunk = order[start:start + batch_size]
         groups = [(e.prompt_ids, _completions(e, paired)) for e in (examples[indices[k]] for k in chunk)]
         logps = score(model, groups, packing=packing, chunk_size=chunk_size).float().cpu()
