@@ -194,14 +194,17 @@ def summary_table(results: dict) -> str:
 
 
 def _bar(description: str, total: int):
-    from tqdm.auto import tqdm
+    """A `progress(step, loss)` callback: a bar on a terminal, a start and an end line in a log file."""
+    from prefkit.train.console import Console
 
-    bar = tqdm(total=total, desc=description, unit="step")
+    console = Console(total, name=description)
+    console.write(f"{description}: {total} steps")
 
     def update(step, loss):
-        bar.update(1)
+        console.advance()
         if step + 1 >= total:
-            bar.close()
+            console.metrics(step + 1, {"loss": loss})
+            console.close()
     return update
 
 
