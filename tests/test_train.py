@@ -223,3 +223,17 @@ def test_the_logged_learning_rate_is_the_current_one_not_the_window_mean(workspa
     logged = {r["step"]: r["learning_rate"] for r in read_metrics(tmp_path) if "learning_rate" in r}
     # linear decay over 4 steps: step k trains with 1e-3·(1 − (k−1)/4); the window mean at step 2 would be 0.875e-3
     assert logged == {2: pytest.approx(0.75e-3), 4: pytest.approx(0.25e-3)}
+
+
+def test_logging_first_step_also_logs_step_one(workspace, tmp_path):
+    fit(config(workspace, tmp_path, max_steps=3, logging_steps=3, logging_first_step=True))
+    assert [r["step"] for r in read_metrics(tmp_path) if "loss" in r] == [1, 3]
+
+
+def test_dtype_auto_loads_the_checkpoint_in_its_own_dtype(tmp_path):
+    from prefkit.modeling.load import load_model
+    from prefkit.tasks import SyntheticTask
+
+    SyntheticTask().model(seed=0).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    assert {p.dtype for p in load_model(str(tmp_path / "bf16"), dtype="auto").parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in load_model(str(tmp_path / "bf16")).parameters()} == {torch.float32}

@@ -77,7 +77,7 @@ def test_a_trl_kto_recipe_trains_unchanged(workspace, tmp_path):
 def test_every_name_prefkit_cannot_honour_is_in_one_message(workspace, tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("\n".join([f"model_name_or_path: {workspace['model']}", f"dataset_name: {workspace['data']}",
-                                 f"output_dir: {tmp_path / 'run'}", "logging_first_step: true", "optim: sgd",
+                                 f"output_dir: {tmp_path / 'run'}", "eval_on_start: true", "optim: sgd",
                                  "use_liger_kernel: true", "max_prompt_length: 512", "eval_strategy: epoch",
                                  "gradient_accumulation_step: 4", "use_pef: true", "bf16: yes please",
                                  "hub_token: hf_abc", "lr_scheduler_type: reduce_lr_on_plateau"]) + "\n")
@@ -85,7 +85,7 @@ def test_every_name_prefkit_cannot_honour_is_in_one_message(workspace, tmp_path)
         load_config(str(recipe))
     message = str(error.value)
     assert message.startswith("config: 10 problems: ")
-    for text in ["'logging_first_step' can only be False in prefkit (got True)",
+    for text in ["'eval_on_start' can only be False in prefkit (got True)",
                  "'optim' can only be 'adamw_torch' or 'adamw_torch_fused' in prefkit (got 'sgd')",
                  "'use_liger_kernel' can only be False", "'max_prompt_length' can only be None",
                  "'eval_strategy' must be one of no, steps in prefkit",

@@ -15,7 +15,8 @@ import torch
 from prefkit.io import quiet_transformers
 from prefkit.errors import PrefkitError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# `auto`: the dtype the checkpoint was saved in (transformers' dtype="auto", TRL's model_init_kwargs default)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
 
 def _check_local(name_or_path: str) -> None:
@@ -78,8 +79,13 @@ def _load(name_or_path: str, dtype: str, trust_remote_code: bool, load_in_4bit: 
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                                           bnb_4bit_compute_dtype=DTYPES[dtype])
+                                                           bnb_4bit_compute_dtype=_compute_dtype(dtype))
     return from_pretrained(AutoModelForCausalLM, name_or_path, "a causal LM", **kwargs)
+
+
+def _compute_dtype(dtype: str):
+    """4-bit layers compute in the weights' dtype; with `auto`, in bfloat16 (QLoRA's choice)."""
+    return torch.bfloat16 if dtype == "auto" else DTYPES[dtype]
 
 
 def from_pretrained(auto_class, name_or_path: str, what: str, **kwargs):

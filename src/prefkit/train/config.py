@@ -92,6 +92,7 @@ class TrainConfig:
     hub_private_repo: bool | None = None
     # bookkeeping
     logging_steps: int = 10
+    logging_first_step: bool = False  # also log the first step (transformers' name)
     eval_steps: int | None = None
     save_steps: int | None = None
     keep_checkpoints: int = 2

@@ -193,7 +193,7 @@ def after_step(run: Run, update: Update) -> None:
         run.reference.sync(engine.model, config.ref_mixup_alpha)
     run.console.advance()
     last = state.step == run.total_steps
-    if state.step % config.logging_steps == 0 or last:
+    if state.step % config.logging_steps == 0 or last or config.logging_first_step and state.step == 1:
         logged = run.window.flush(run.accelerator, epoch=state.step * config.grad_accum / run.order.per_epoch,
                                   skipped_steps=engine.guard.skipped)
         run.tracker.log(state.step, logged)

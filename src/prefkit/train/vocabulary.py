@@ -55,7 +55,6 @@ SAME = {
     "adam_beta2": ((0.999,), "prefkit's AdamW uses betas (0.9, 0.999)"),
     "adam_epsilon": ((1e-8,), "prefkit's AdamW uses eps 1e-8"),
     "logging_strategy": (("steps",), "prefkit logs every logging_steps"),
-    "logging_first_step": ((False,), "prefkit logs every logging_steps"),
     "eval_on_start": ((False,), "prefkit evaluates every eval_steps and at the end"),
     "lora_task_type": (("CAUSAL_LM",), "prefkit trains causal LMs"),
     "use_liger_kernel": ((False,), "prefkit has its own chunked output head (logprob_chunk_size)"),
