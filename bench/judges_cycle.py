@@ -80,6 +80,36 @@ def score(judge, task: SyntheticTask, prompts) -> dict:
     return {"direction_accuracy": right / total, "pairs": total, "max_abs_error": worst, "per_prompt": per_prompt}
 
 
+def build(out: Path, task: SyntheticTask, *, labels: str = "soft", repeats: int = 10, transitive_prompts: int = 8,
+          backbone_steps: int = 0, seed: int = 0) -> tuple[Path, int]:
+    """The judges' backbone (out/backbone), their training pairs (out/pairs.jsonl) and eval pairs
+    (out/pairs_eval.jsonl); returns (backbone, number of training rows)."""
+    rng, backbone = np.random.default_rng(seed), out / "backbone"
+    model = reference_model(task, seed=seed, steps=backbone_steps)[0] if backbone_steps else task.model(seed=seed)
+    model.save_pretrained(backbone)
+    task.tokenizer().save_pretrained(backbone)
+    transitive = task.prompts("transitive", "train")[::max(1, 576 // max(1, transitive_prompts))]
+    rows = pairs(task, task.prompts("cyclic", "train") + transitive[:transitive_prompts], labels, repeats, rng)
+    write_jsonl(rows, out / "pairs.jsonl")
+    write_jsonl(pairs(task, task.prompts("cyclic", "eval"), "soft", 1, rng), out / "pairs_eval.jsonl")
+    return backbone, len(rows)
+
+
+def train_judge(kind: str, backbone: Path, out: Path, *, steps: int = 400, seed: int = 0,
+                overrides: list[str] = ()) -> tuple[Path, float]:
+    """`prefkit judge train` of one kind on build()'s pairs into out/KIND; returns (final judge, seconds)."""
+    flags = dict(kind=kind, model=str(backbone), data=str(out / "pairs.jsonl"), eval_data=str(out / "pairs_eval.jsonl"),
+                 output_dir=str(out / kind), max_steps=steps, batch_size=64, learning_rate=1e-3,
+                 schedule="constant", logging_steps=50, eval_steps=steps, seed=seed, overwrite=True, progress=False)
+    config = load_config(None, flags, list(overrides), kind=JudgeTrainConfig)
+    start = time.perf_counter()
+    final = fit(config)
+    return final, time.perf_counter() - start
+
+
+SPECS = {"bt": "reward", "gpm": "gpm"}  # kind -> the judge spec it loads as
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench_judges")
@@ -94,29 +124,14 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="more `prefkit judge train` keys")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    out, task, rng = Path(args.out), SyntheticTask(), np.random.default_rng(args.seed)
-    backbone = out / "backbone"
-    model = reference_model(task, seed=args.seed, steps=args.backbone_steps)[0] if args.backbone_steps \
-        else task.model(seed=args.seed)
-    model.save_pretrained(backbone)
-    task.tokenizer().save_pretrained(backbone)
-    transitive = task.prompts("transitive", "train")[::max(1, 576 // max(1, args.transitive_prompts))]
-    transitive = transitive[:args.transitive_prompts]
-    rows = pairs(task, task.prompts("cyclic", "train") + transitive, args.labels, args.repeats, rng)
-    write_jsonl(rows, out / "pairs.jsonl")
-    write_jsonl(pairs(task, task.prompts("cyclic", "eval"), "soft", 1, rng), out / "pairs_eval.jsonl")
-    results = {"command": " ".join(sys.argv), "rows": len(rows), "labels": args.labels, "torch": torch.__version__,
+    out, task = Path(args.out), SyntheticTask()
+    backbone, rows = build(out, task, labels=args.labels, repeats=args.repeats,
+                           transitive_prompts=args.transitive_prompts, backbone_steps=args.backbone_steps,
+                           seed=args.seed)
+    results = {"command": " ".join(sys.argv), "rows": rows, "labels": args.labels, "torch": torch.__version__,
                "python": platform.python_version(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
-    for kind, spec in (("bt", "reward"), ("gpm", "gpm")):
-        flags = dict(kind=kind, model=str(backbone), data=str(out / "pairs.jsonl"),
-                     eval_data=str(out / "pairs_eval.jsonl"),
-                     output_dir=str(out / kind), max_steps=args.steps, batch_size=64, learning_rate=1e-3,
-                     schedule="constant", logging_steps=50, eval_steps=args.steps, seed=args.seed, overwrite=True,
-                     progress=False)
-        config = load_config(None, flags, args.overrides, kind=JudgeTrainConfig)
-        start = time.perf_counter()
-        final = fit(config)
-        seconds = time.perf_counter() - start
+    for kind, spec in SPECS.items():
+        final, seconds = train_judge(kind, backbone, out, steps=args.steps, seed=args.seed, overrides=args.overrides)
         judge = load_judge(f"{spec}:{final}", device="cpu")
         results[kind] = {"train_seconds": round(seconds, 1), **score(judge, task, task.prompts("cyclic", "eval"))}
         print(f"{kind}: direction accuracy {results[kind]['direction_accuracy']:.3f} over "

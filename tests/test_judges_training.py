@@ -127,6 +127,10 @@ def test_a_trained_judge_loads_and_judges_what_training_saw(workspace, tmp_path,
     P = preference_matrix(judge, [PROMPT], [ANSWERS])[0]
     assert judge.scorer.rows - before == 3 + (kind == "gpm")
     assert np.array_equal(P + P.T, np.ones((3, 3)))
+    # trained on conversations, it reads plain strings (what a self-play prompts file holds) as those messages
+    assert settings.style == "conversational"
+    strings = preference_matrix(judge, [PROMPT[0]["content"]], [[a[0]["content"] for a in ANSWERS]])[0]
+    assert np.array_equal(strings, P)
     if kind == "gpm":
         # preference_matrix's averaging of both orders, (p + 1 − (1 − p)) / 2, is p up to its own rounding
         np.testing.assert_allclose(P, judge.matrix(PROMPT, ANSWERS), atol=1e-6)

@@ -20,8 +20,12 @@ class TrainedEncoding:
         self._encoders: dict[str, Encoder] = {}
 
     def _encode(self, prompt, response):
-        style = "conversational" if is_conversation(prompt) or is_conversation(response) else "standard"
-        if style == "conversational":  # one side a string: it becomes a message, as the other judges do
+        # trained on conversations, a judge reads strings as the user's and the assistant's messages, as the policy
+        # that wrote them saw them (a self-play prompts file holds strings); one side a string: the same
+        conversational = self.settings.style == "conversational" or is_conversation(prompt) or \
+            is_conversation(response)
+        style = "conversational" if conversational else "standard"
+        if style == "conversational":
             prompt, response = messages(prompt, "user"), messages(response, "assistant")
         if style not in self._encoders:
             self._encoders[style] = Encoder(self.tokenizer, style, self.settings.max_length,

@@ -1,0 +1,127 @@
+"""Data -> judge -> self-play on the bundled task: MPO trained against a learned general preference model (GPM)
+and against a learned Bradley-Terry reward model, each scored by the task oracle's exact duality gap on its
+cyclic eval prompts, beside MPO judged by the oracle itself.
+
+Both judges are trained as bench/judges_cycle.py trains them (its `build` and `train_judge`: every pair of
+canonical answers of the cyclic train prompts and a few transitive ones, the oracle's soft labels, the task's
+untrained tiny Llama as backbone). Then three `prefkit selfplay --config configs/mpo.yaml` runs from the
+exported task model, identical but for `judge:` (task, gpm:PATH, reward:PATH), all with sampled win rates (the
+K x K judged matrix of the policy's own samples; the oracle is used as a black box too). The self-play metrics
+log the oracle's exact gap whatever the judge (prefkit.train.selfplay_steps.iteration_metrics), so the three
+curves are on one scale: a judge that represents the cycles should lead towards the oracle's Nash equilibrium
+(gap towards 0), a transitive one towards the answer it ranks first (the gap of a near-pure strategy).
+
+    prefkit task export runs/task
+    PYTHONPATH=src python bench/judge_selfplay.py --out runs/judge_selfplay
+
+Writes OUT/results.json and OUT/gap.png (gap per iteration, the three runs); extra `key=value` arguments go to
+every self-play run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from judges_cycle import SPECS, build, score, train_judge  # bench/, the script's own folder, is on sys.path
+from mpo_convergence import run as selfplay_run
+from prefkit.judges import load_judge
+from prefkit.tasks import SyntheticTask
+
+LABELS = {"oracle": "judged by the oracle (task)", "gpm": "judged by the learned GPM",
+          "bt": "judged by the learned Bradley-Terry model"}
+
+
+def judges(out: Path, task: SyntheticTask, steps: int, seed: int) -> dict:
+    """Train both judges; each one's spec and its direction accuracy against the oracle on the cyclic prompts."""
+    backbone, rows = build(out, task, seed=seed)
+    trained = {}
+    for kind, spec in SPECS.items():
+        final, seconds = train_judge(kind, backbone, out, steps=steps, seed=seed)
+        judge = load_judge(f"{spec}:{final}", device="cpu")
+        scored = {split: score(judge, task, task.prompts("cyclic", split)) for split in ("train", "eval")}
+        trained[kind] = {"spec": f"{spec}:{final}", "train_seconds": round(seconds, 1), "rows": rows,
+                         **{f"{split}_direction_accuracy": s["direction_accuracy"] for split, s in scored.items()},
+                         **{f"{split}_max_abs_error": s["max_abs_error"] for split, s in scored.items()}}
+        print(f"judge {kind}: direction accuracy on the cyclic prompts {scored['train']['direction_accuracy']:.3f} "
+              f"(train) / {scored['eval']['direction_accuracy']:.3f} (eval), {seconds:.0f} s", flush=True)
+    return trained
+
+
+def initial_gap(model: str, task: SyntheticTask) -> float:
+    """The oracle's exact gap of the starting policy on the cyclic eval prompts (iteration 0 of every curve)."""
+    from prefkit.eval.gaps import exact_gap_metrics
+    from prefkit.modeling.load import load_model, load_tokenizer
+
+    return exact_gap_metrics(load_model(model), load_tokenizer(model), task)["mean_gap"]
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prefkit.io import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for colour, (name, run) in enumerate(results["runs"].items()):
+        gaps = [results["initial_gap"]] + run["gaps"]
+        style = dict(color="0.4", linestyle="--") if name == "oracle" else dict(color=f"C{colour}")
+        ax.plot(range(len(gaps)), gaps, label=f"MPO {LABELS[name]}", **style)
+    ax.axhline(0, color="0.7", linewidth=0.8)
+    ax.set_xlabel("self-play iteration")
+    ax.set_ylabel("oracle's exact duality gap")
+    ax.set_title("MPO with learned judges, sampled win rates (cyclic eval prompts)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/judge_selfplay")
+    parser.add_argument("--model", default="runs/task/reference", help="the starting policy (prefkit task export)")
+    parser.add_argument("--config", default="configs/mpo.yaml")
+    parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--judge-steps", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=3, help="self-play runs at a time")
+    parser.add_argument("extra", nargs="*", metavar="key=value", help="more `prefkit selfplay` keys, for every run")
+    args = parser.parse_args()
+    if not Path(args.model, "config.json").is_file():
+        sys.exit(f"{args.model}: no model there; run `prefkit task export runs/task` first")
+    torch.set_num_threads(1)
+    out, task, start = Path(args.out), SyntheticTask(), time.perf_counter()
+    trained = judges(out / "judges", task, args.judge_steps, args.seed)
+    specs = {"oracle": "task", **{kind: trained[kind]["spec"] for kind in SPECS}}
+    extra = [f"iterations={args.iterations}", *args.extra]
+    with ThreadPoolExecutor(args.workers) as pool:
+        runs = dict(zip(specs, pool.map(lambda name: selfplay_run(
+            args.config, args.model, out / name, args.seed, "sampled", "mpo", [f"judge={specs[name]}", *extra]),
+            specs)))
+    results = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
+               "torch": torch.__version__, "machine": platform.machine(), "judges": trained,
+               "initial_gap": initial_gap(args.model, task), "seconds": round(time.perf_counter() - start),
+               "runs": {name: {"judge": specs[name], **{k: r[k] for k in ("gaps", "last5", "final", "max_last10")}}
+                        for name, r in runs.items()}}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    plot(results, out / "gap.png")
+    print(f"initial gap {results['initial_gap']:.4f}")
+    for name, r in results["runs"].items():
+        print(f"MPO {LABELS[name]:45s} last-5 mean gap {r['last5']:.4f}  final {r['final']:.4f}  "
+              f"min {np.min(r['gaps']):.4f}")
+    print(f"{results['seconds']} s in all; {out / 'gap.png'}")
+
+
+if __name__ == "__main__":
+    main()
