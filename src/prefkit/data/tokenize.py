@@ -37,6 +37,9 @@ from prefkit.data.formats import Record
 from prefkit.errors import PrefkitError
 
 
+EMPTY_COMPLETION = "empty completion (nothing but EOS)"
+
+
 class RowProblem(Exception):
     """A row that cannot be tokenized as asked; `prepare` reports it as a bad row."""
 
@@ -152,7 +155,7 @@ class Encoder:
         while ids and ids[-1] == eos:
             ids = ids[:-1]
         if not ids:
-            raise RowProblem(name, "empty completion (nothing but EOS)")
+            raise RowProblem(name, EMPTY_COMPLETION)
         if self.style == "standard" and eos in ids:
             raise RowProblem(name, f"contains the EOS token {self.tokenizer.eos_token!r} before its end")
         if not ended:

@@ -7,7 +7,7 @@ rows, where the data pipeline appends the EOS that the judge's head then reads.
 from __future__ import annotations
 
 from prefkit.data.formats import Record
-from prefkit.data.tokenize import Encoder
+from prefkit.data.tokenize import EMPTY_COMPLETION, Encoded, Encoder, RowProblem
 from prefkit.judges.heads import HeadSettings
 from prefkit.judges.render import is_conversation, messages
 
@@ -30,11 +30,24 @@ class TrainedEncoding:
         if style not in self._encoders:
             self._encoders[style] = Encoder(self.tokenizer, style, self.settings.max_length,
                                             self.settings.truncation)
-        encoded = self._encoders[style].encode(Record(0, prompt, {"completion": response}))
+        encoded = self._encode_with(self._encoders[style], prompt, response)
         if encoded is None:  # truncation: drop dropped it; a judge must still answer, so keep the start
-            encoded = Encoder(self.tokenizer, style, self.settings.max_length, "keep_start").encode(
-                Record(0, prompt, {"completion": response}))
+            keep_start = Encoder(self.tokenizer, style, self.settings.max_length, "keep_start")
+            encoded = self._encode_with(keep_start, prompt, response)
         return encoded
+
+    def _encode_with(self, encoder: Encoder, prompt, response) -> Encoded | None:
+        try:
+            return encoder.encode(Record(0, prompt, {"completion": response}))
+        except RowProblem as problem:
+            if problem.reason != EMPTY_COMPLETION:
+                raise
+        # a policy may answer with EOS alone; training data holds no such row, but a judge must still answer: it
+        # reads the prompt, then EOS (the prompt's ids come from encoding it with a one-character answer)
+        filler = "." if isinstance(response, str) else [{"role": "assistant", "content": "."}]
+        encoded = encoder.encode(Record(0, prompt, {"completion": filler}))
+        return None if encoded is None else Encoded(encoded.prompt_ids, {"completion": [self.tokenizer.eos_token_id]},
+                                                    encoded.events)
 
     def __call__(self, prompt, response) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(the prompt's ids, what the GPM gate reads; the ids of prompt + response), as tuples (hashable, so a
