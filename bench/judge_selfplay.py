@@ -4,7 +4,10 @@ cyclic eval prompts, beside MPO judged by the oracle itself.
 
 Both judges are trained as bench/judges_cycle.py trains them (its `build` and `train_judge`: every pair of
 canonical answers of the cyclic train prompts and a few transitive ones, the oracle's soft labels, the task's
-untrained tiny Llama as backbone). Then three `prefkit selfplay --config configs/mpo.yaml` runs from the
+untrained tiny Llama as backbone), plus each canonical answer against up to `--outside` malformed answers that the
+starting policy samples for the prompt (the oracle ranks those below every canonical answer; without them a judge
+has never seen what self-play will show it, and the policy drifts to malformed answers the judge happens to
+like). Then three `prefkit selfplay --config configs/mpo.yaml` runs from the
 exported task model, identical but for `judge:` (task, gpm:PATH, reward:PATH), all with sampled win rates (the
 K x K judged matrix of the policy's own samples; the oracle is used as a black box too). The self-play metrics
 log the oracle's exact gap whatever the judge (prefkit.train.selfplay_steps.iteration_metrics), so the three
@@ -31,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from judges_cycle import SPECS, build, score, train_judge  # bench/, the script's own folder, is on sys.path
+from judges_cycle import SPECS, build, policy_outside, score, train_judge  # bench/, the script's own folder, is on sys.path
 from mpo_convergence import run as selfplay_run
 from prefkit.judges import load_judge
 from prefkit.tasks import SyntheticTask
@@ -40,9 +43,15 @@ LABELS = {"oracle": "judged by the oracle (task)", "gpm": "judged by the learned
           "bt": "judged by the learned Bradley-Terry model"}
 
 
-def judges(out: Path, task: SyntheticTask, steps: int, seed: int) -> dict:
-    """Train both judges; each one's spec and its direction accuracy against the oracle on the cyclic prompts."""
-    backbone, rows = build(out, task, seed=seed)
+def judges(out: Path, task: SyntheticTask, policy: str, outside: int, steps: int, seed: int) -> dict:
+    """Train both judges (with `outside` of the policy's malformed answers per train prompt in the data); each
+    one's spec, its direction accuracy against the oracle on the cyclic prompts, and how often it ranks a
+    canonical answer above a malformed one the policy samples on the cyclic eval prompts (the oracle always
+    does)."""
+    backbone, rows = build(out, task, seed=seed, policy=policy, outside=outside)
+    others = policy_outside(task, policy, task.prompts("cyclic", "eval"), 8, seed + 1)
+    checks = [(prompt, answer, other) for prompt, found in others.items() for answer in task.canonical(prompt)
+              for other in found]
     trained = {}
     for kind, spec in SPECS.items():
         final, seconds = train_judge(kind, backbone, out, steps=steps, seed=seed)
@@ -50,9 +59,12 @@ def judges(out: Path, task: SyntheticTask, steps: int, seed: int) -> dict:
         scored = {split: score(judge, task, task.prompts("cyclic", split)) for split in ("train", "eval")}
         trained[kind] = {"spec": f"{spec}:{final}", "train_seconds": round(seconds, 1), "rows": rows,
                          **{f"{split}_direction_accuracy": s["direction_accuracy"] for split, s in scored.items()},
-                         **{f"{split}_max_abs_error": s["max_abs_error"] for split, s in scored.items()}}
+                         **{f"{split}_max_abs_error": s["max_abs_error"] for split, s in scored.items()},
+                         "canonical_over_malformed": float(np.mean(judge.compare(*map(list, zip(*checks))) > 0.5)),
+                         "malformed_pairs": len(checks)}
         print(f"judge {kind}: direction accuracy on the cyclic prompts {scored['train']['direction_accuracy']:.3f} "
-              f"(train) / {scored['eval']['direction_accuracy']:.3f} (eval), {seconds:.0f} s", flush=True)
+              f"(train) / {scored['eval']['direction_accuracy']:.3f} (eval), canonical over malformed "
+              f"{trained[kind]['canonical_over_malformed']:.3f}, {seconds:.0f} s", flush=True)
     return trained
 
 
@@ -62,6 +74,14 @@ def initial_gap(model: str, task: SyntheticTask) -> float:
     from prefkit.modeling.load import load_model, load_tokenizer
 
     return exact_gap_metrics(load_model(model), load_tokenizer(model), task)["mean_gap"]
+
+
+def outside(folder: Path) -> list[float]:
+    """The policy's probability mass outside the canonical answers per iteration (mean over the cyclic eval
+    prompts): the gap is of the distribution renormalised on them, so this says how much it leaves out."""
+    from prefkit.train.tracking import read_metrics
+
+    return [r["mass_outside"] for r in read_metrics(folder)]
 
 
 def plot(results: dict, path: Path) -> None:
@@ -94,6 +114,8 @@ def main() -> None:
     parser.add_argument("--config", default="configs/mpo.yaml")
     parser.add_argument("--iterations", type=int, default=30)
     parser.add_argument("--judge-steps", type=int, default=400)
+    parser.add_argument("--outside", type=int, default=8,
+                        help="malformed answers of the starting policy per train prompt in the judges' data (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=3, help="self-play runs at a time")
     parser.add_argument("extra", nargs="*", metavar="key=value", help="more `prefkit selfplay` keys, for every run")
@@ -102,7 +124,7 @@ def main() -> None:
         sys.exit(f"{args.model}: no model there; run `prefkit task export runs/task` first")
     torch.set_num_threads(1)
     out, task, start = Path(args.out), SyntheticTask(), time.perf_counter()
-    trained = judges(out / "judges", task, args.judge_steps, args.seed)
+    trained = judges(out / "judges", task, args.model, args.outside, args.judge_steps, args.seed)
     specs = {"oracle": "task", **{kind: trained[kind]["spec"] for kind in SPECS}}
     extra = [f"iterations={args.iterations}", *args.extra]
     with ThreadPoolExecutor(args.workers) as pool:
@@ -112,14 +134,16 @@ def main() -> None:
     results = {"command": " ".join(sys.argv), "date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
                "torch": torch.__version__, "machine": platform.machine(), "judges": trained,
                "initial_gap": initial_gap(args.model, task), "seconds": round(time.perf_counter() - start),
-               "runs": {name: {"judge": specs[name], **{k: r[k] for k in ("gaps", "last5", "final", "max_last10")}}
+               "runs": {name: {"judge": specs[name], **{k: r[k] for k in ("gaps", "last5", "final", "max_last10")},
+                               "mass_outside": outside(out / name / f"sampled-mpo-seed{args.seed}")}
                         for name, r in runs.items()}}
     (out / "results.json").write_text(json.dumps(results, indent=2))
     plot(results, out / "gap.png")
     print(f"initial gap {results['initial_gap']:.4f}")
     for name, r in results["runs"].items():
         print(f"MPO {LABELS[name]:45s} last-5 mean gap {r['last5']:.4f}  final {r['final']:.4f}  "
-              f"min {np.min(r['gaps']):.4f}")
+              f"min {np.min(r['gaps']):.4f}  mass outside the canonical answers at the end "
+              f"{np.mean(r['mass_outside'][-5:]):.3f}")
     print(f"{results['seconds']} s in all; {out / 'gap.png'}")
 
 

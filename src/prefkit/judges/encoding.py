@@ -1,7 +1,8 @@
 """Token ids of (prompt, response) for a judge that prefkit trained: exactly the ids `prefkit.data.prepare` gave
 it in training (prompt ids + completion ids, the completion ending with one EOS), so that the judge reads a
-response the way it learned to. The text path of the other model judges (render.py) differs for plain-string
-rows, where the data pipeline appends the EOS that the judge's head then reads.
+response the way it learned to. Unlike training data, any answer is read, including an empty one and one that
+holds a special token's text (a policy writes both). The text path of the other model judges (render.py)
+differs for plain-string rows, where the data pipeline appends the EOS that the judge's head then reads.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ class TrainedEncoding:
             prompt, response = messages(prompt, "user"), messages(response, "assistant")
         if style not in self._encoders:
             self._encoders[style] = Encoder(self.tokenizer, style, self.settings.max_length,
-                                            self.settings.truncation)
+                                            self.settings.truncation, check_control=False)
         encoded = self._encode_with(self._encoders[style], prompt, response)
         if encoded is None:  # truncation: drop dropped it; a judge must still answer, so keep the start
-            keep_start = Encoder(self.tokenizer, style, self.settings.max_length, "keep_start")
+            keep_start = Encoder(self.tokenizer, style, self.settings.max_length, "keep_start", check_control=False)
             encoded = self._encode_with(keep_start, prompt, response)
         return encoded
 
