@@ -103,13 +103,20 @@ def policy_outside(task: SyntheticTask, policy: str, prompts: list, count: int, 
 
 
 def build(out: Path, task: SyntheticTask, *, labels: str = "soft", repeats: int = 10, transitive_prompts: int = 8,
-          backbone_steps: int = 0, seed: int = 0, policy: str | None = None, outside: int = 0) -> tuple[Path, int]:
+          backbone_steps: int = 0, seed: int = 0, policy: str | None = None, outside: int = 0,
+          start: str | None = None) -> tuple[Path, int]:
     """The judges' backbone (out/backbone), their training pairs (out/pairs.jsonl) and eval pairs
     (out/pairs_eval.jsonl); returns (backbone, number of training rows). With `policy` and `outside`, the
     training pairs also hold each canonical answer against up to `outside` of the policy's non-canonical
-    responses per prompt (policy_outside)."""
+    responses per prompt (policy_outside). `start`: a model to start the judges from instead (e.g. the task's
+    exported reference policy, as reward models usually start from the SFT model)."""
     rng, backbone = np.random.default_rng(seed), out / "backbone"
-    model = reference_model(task, seed=seed, steps=backbone_steps)[0] if backbone_steps else task.model(seed=seed)
+    if start:
+        from prefkit.modeling.load import load_model
+
+        model = load_model(start)
+    else:
+        model = reference_model(task, seed=seed, steps=backbone_steps)[0] if backbone_steps else task.model(seed=seed)
     model.save_pretrained(backbone)
     task.tokenizer().save_pretrained(backbone)
     transitive = task.prompts("transitive", "train")[::max(1, 576 // max(1, transitive_prompts))]
