@@ -127,6 +127,16 @@ def test_a_trained_judge_loads_and_judges_what_training_saw(workspace, tmp_path,
     P = preference_matrix(judge, [PROMPT], [ANSWERS])[0]
     assert judge.scorer.rows - before == 3 + (kind == "gpm")
     assert np.array_equal(P + P.T, np.ones((3, 3)))
+    # trained on conversations, it reads plain strings (what a self-play prompts file holds) as those messages
+    assert settings.style == "conversational"
+    strings = preference_matrix(judge, [PROMPT[0]["content"]], [[a[0]["content"] for a in ANSWERS]])[0]
+    assert np.array_equal(strings, P)
+    # an empty answer (a policy that emits EOS at once) is judged too: the judge reads the prompt, then EOS
+    empty = judge.compare([PROMPT[0]["content"]] * 2, ["", ANSWERS[0][0]["content"]], [ANSWERS[0][0]["content"], ""])
+    assert 0 < empty[0] < 1 and empty[0] + empty[1] == pytest.approx(1, abs=1e-6)
+    # and so is an answer holding a special token's text (decoded samples keep it), which data rows may not hold
+    special = next(t for t in judge.tokenizer.all_special_tokens if t != judge.tokenizer.eos_token)
+    assert 0 < judge.compare([PROMPT[0]["content"]], ["rock " + special], ["paper"])[0] < 1
     if kind == "gpm":
         # preference_matrix's averaging of both orders, (p + 1 − (1 − p)) / 2, is p up to its own rounding
         np.testing.assert_allclose(P, judge.matrix(PROMPT, ANSWERS), atol=1e-6)

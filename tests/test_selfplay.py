@@ -149,3 +149,21 @@ def test_with_exact_win_rates_the_model_tracks_the_exact_mmd_step(pretrained, tm
     assert np.mean([r["tracking_tv"] for r in records]) < 0.03
     assert all(0.8 < r["tracking_share"] < 1.15 for r in records)
     assert records[0]["examples"] > 8 * 3  # every canonical pair, plus the outside samples
+
+
+def test_the_logged_gap_is_the_oracles_whatever_the_judge(initial, tmp_path, monkeypatch, task):
+    # a black-box judge that is not the task's oracle (it prefers shorter answers): the run judges its samples,
+    # yet the duality gap it logs is the oracle's exact gap of the trained policy on the cyclic eval prompts
+    (tmp_path / "short_judge.py").write_text("def judge(prompt, a, b):\n    return 0.5 + 0.4 * ((len(a) < len(b)) - "
+                                             "(len(a) > len(b)))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    final = selfplay(config(initial, tmp_path / "run", iterations=1, loss="mpo", judge="short_judge:judge",
+                            loss_params={"eta": 2.0, "alpha": 0.2}, prompts="task:cyclic", eval_limit=8))
+    assert (tmp_path / "run" / "iter-0001" / "judged.npz").is_file()  # sampled win rates from this judge
+    from prefkit.eval.gaps import exact_gap_metrics
+    from prefkit.modeling.load import load_model
+
+    cyclic = task.prompts("cyclic", "eval")[:4]  # eval_limit=8 alternates the cyclic and transitive eval prompts
+    expected = exact_gap_metrics(load_model(str(final)), task.tokenizer(), task, cyclic)["mean_gap"]
+    # the same float32 weights and prompts; the tolerance only covers a different batch padding of the scoring
+    assert read_metrics(tmp_path / "run")[-1]["duality_gap"] == pytest.approx(expected, abs=1e-5)

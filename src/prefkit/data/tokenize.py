@@ -37,6 +37,9 @@ from prefkit.data.formats import Record
 from prefkit.errors import PrefkitError
 
 
+EMPTY_COMPLETION = "empty completion (nothing but EOS)"
+
+
 class RowProblem(Exception):
     """A row that cannot be tokenized as asked; `prepare` reports it as a bad row."""
 
@@ -53,7 +56,7 @@ class Encoded:
 
 
 class Encoder:
-    def __init__(self, tokenizer, style: str, max_length: int | None, truncation: str):
+    def __init__(self, tokenizer, style: str, max_length: int | None, truncation: str, check_control: bool = True):
         if truncation not in TRUNCATIONS:
             raise PrefkitError(f"truncation={truncation!r}: use one of {', '.join(TRUNCATIONS)}")
         if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
@@ -67,7 +70,8 @@ class Encoder:
         self.tokenizer, self.style, self.max_length, self.truncation = tokenizer, style, max_length, truncation
         self.eos, self.bos = tokenizer.eos_token_id, tokenizer.bos_token_id
         self.leading = _leading_special_ids(tokenizer) if style == "standard" else []
-        self.control = _control_pattern(tokenizer)
+        # data must not hold a special token's text (see _check_control_text); a judge reads any answer as it is
+        self.control = _control_pattern(tokenizer) if check_control else None
         # No token spans more characters than the vocabulary's longest entry, so a field longer than this has
         # more than max_length tokens; the factor 2 leaves room for normalizers that drop characters.
         longest = max((len(token) for token in tokenizer.get_vocab()), default=1)
@@ -152,7 +156,7 @@ class Encoder:
         while ids and ids[-1] == eos:
             ids = ids[:-1]
         if not ids:
-            raise RowProblem(name, "empty completion (nothing but EOS)")
+            raise RowProblem(name, EMPTY_COMPLETION)
         if self.style == "standard" and eos in ids:
             raise RowProblem(name, f"contains the EOS token {self.tokenizer.eos_token!r} before its end")
         if not ended:

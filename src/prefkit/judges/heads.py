@@ -44,6 +44,9 @@ class HeadSettings:
     # how the texts were tokenized in training (prefkit.data), so the judge reads them the same way
     max_length: int | None = None
     truncation: str = "keep_start"
+    # the training rows' style, "standard" (strings) or "conversational" (messages); None: not recorded (a judge
+    # saved before it was). A judge trained on conversations reads string prompts and responses as messages
+    style: str | None = None
 
     @property
     def num_labels(self) -> int:

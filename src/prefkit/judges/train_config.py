@@ -82,9 +82,10 @@ class JudgeTrainConfig:
         """The run's optimizer steps, as `prefkit train` counts them (max_steps, else epochs of the data)."""
         return TrainConfig.total_steps(self, steps_per_epoch)
 
-    def head(self) -> HeadSettings:
+    def head(self, style: str | None = None) -> HeadSettings:
+        """The head's settings; `style` is the training data's (standard | conversational), saved with the judge."""
         return HeadSettings(self.kind, self.embedding_dim, self.prompt_scaling, self.temperature, self.max_length,
-                            self.truncation)
+                            self.truncation, style)
 
 
 _SHARED = ("max_length", "max_steps", "epochs", "batch_size", "grad_accum", "learning_rate", "weight_decay",

@@ -56,12 +56,13 @@ class PairLogits(nn.Module):
         return preference_logits(chosen, rejected, prompt, self.settings)
 
 
-def load_backbone(config: JudgeTrainConfig, tokenizer):
+def load_backbone(config: JudgeTrainConfig, tokenizer, style: str | None = None):
     """The backbone as an `AutoModelForSequenceClassification` whose head has the judge's outputs (a causal LM
-    checkpoint gets a fresh head on its last token), the settings in its config, LoRA if asked."""
+    checkpoint gets a fresh head on its last token), the settings (with the data's `style`) in its config, LoRA if
+    asked."""
     from transformers import AutoModelForSequenceClassification
 
-    settings = config.head()
+    settings = config.head(style)
     model = from_pretrained(AutoModelForSequenceClassification, config.model, "a transformers backbone",
                             num_labels=settings.num_labels, dtype=DTYPES[config.dtype],
                             trust_remote_code=config.trust_remote_code)
@@ -107,7 +108,8 @@ def fit(config: JudgeTrainConfig) -> Path:
                        accelerator.process_index, config.seed)
     total_steps = config.total_steps(max(1, order.per_epoch // config.grad_accum))
 
-    engine = Engine(accelerator, PairLogits(load_backbone(config, tokenizer), config.head()), config, total_steps)
+    backbone = load_backbone(config, tokenizer, train.format.style)
+    engine = Engine(accelerator, PairLogits(backbone, config.head()), config, total_steps)
     saved = Checkpoints(accelerator, output_dir, engine, config.keep_checkpoints, {})
     state = checkpoint.TrainerState()
     previous = checkpoint.checkpoints(output_dir) if config.resume else []
