@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from prefkit.train.cli import RUN_FLAGS, add_run_arguments
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("judge",
@@ -19,13 +21,7 @@ def add_parser(subparsers) -> None:
     train.add_argument("--config", help="YAML config (see configs/judge_bt.yaml, configs/judge_gpm.yaml)")
     train.add_argument("--model", help="local path or hub id of a transformers backbone (causal LM or encoder)")
     train.add_argument("--data", help="preference pairs: JSONL/JSON/parquet/CSV file, save_to_disk directory or hub id")
-    train.add_argument("--output-dir", dest="output_dir", help="run directory (metrics, checkpoints, final judge)")
-    train.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps (default: epochs of data)")
-    train.add_argument("--resume", action="store_true", default=None,
-                       help="continue the run in the output directory from its last checkpoint (same settings only)")
-    train.add_argument("--overwrite", action="store_true", default=None,
-                       help="remove an earlier run in the output directory and start afresh")
-    train.add_argument("overrides", nargs="*", metavar="key=value", help="any config key")
+    add_run_arguments(train, "final judge")
     train.set_defaults(run=run)
 
 
@@ -34,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from prefkit.judges.training import fit
     from prefkit.train.config import load_config
 
-    flags = {k: getattr(args, k) for k in ("model", "data", "output_dir", "max_steps", "resume", "overwrite")}
+    flags = {k: getattr(args, k) for k in RUN_FLAGS}
     config = load_config(args.config, flags, args.overrides, kind=JudgeTrainConfig)
     final = fit(config)
     kind = "gpm" if config.kind == "gpm" else "reward"

@@ -17,22 +17,30 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--model", help="local path or hub id of an AutoModelForCausalLM")
     parser.add_argument("--data", help="JSONL/JSON/parquet/CSV file, save_to_disk directory or hub id")
     parser.add_argument("--loss", help="loss name, or several joined by '+' for a mixture (weights via loss_weights)")
-    parser.add_argument("--output-dir", dest="output_dir", help="run directory (metrics, checkpoints, final model)")
+    add_run_arguments(parser, "final model")
+    parser.set_defaults(run=run)
+
+
+RUN_FLAGS = ("model", "data", "output_dir", "max_steps", "resume", "overwrite")  # flags that become config keys
+
+
+def add_run_arguments(parser, final: str) -> None:
+    """The flags every training command shares after --config / --model / --data, and the key=value overrides."""
+    parser.add_argument("--output-dir", dest="output_dir", help=f"run directory (metrics, checkpoints, {final})")
     parser.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps (default: epochs of data)")
-    parser.add_argument("--resume", action="store_true", default=None, 
+    parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in the output directory from its last checkpoint (same settings only)")
     parser.add_argument("--overwrite", action="store_true", default=None,
                         help="remove an earlier run in the output directory and start afresh")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="any config key, TRL's names too; anywhere on the line, or as --key value")
-    parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from prefkit.train.config import load_config
     from prefkit.train.offline import fit
 
-    flags = {k: getattr(args, k) for k in ("model", "data", "output_dir", "max_steps", "resume", "overwrite")}
+    flags = {k: getattr(args, k) for k in RUN_FLAGS}
     if args.loss:
         flags["loss"] = args.loss.split("+") if "+" in args.loss else args.loss
     config = load_config(args.config, flags, args.overrides)
