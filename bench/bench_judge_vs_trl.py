@@ -5,11 +5,11 @@ Same backbone (bench_dpo_vs_trl.py's locally built Llama and tokenizer, loaded a
 fresh one-output head), same preference pairs, batch size, steps, learning rate and schedule (linear to 0, no
 warmup), fp32, no gradient checkpointing, no dropout, one thread (--threads). The pairs carry a learnable
 preference: prompt and responses are random words, and the chosen response is the one with more colour words
-(ties dropped), so accuracy on held-out pairs says whether each trainer learned the same thing. Each run is a
-fresh subprocess (so peak RSS is its own), prefkit and TRL alternating. Timed: model load, data preparation, the training steps, one
-evaluation pass over the eval pairs and the final save (imports excluded for both). Reported: median tokens/s
-(prompt + chosen and prompt + rejected tokens of the trained batches, counted the same way for both), peak RSS,
-the prefkit/TRL ratios, and each run's accuracy on the eval pairs from its own trainer's evaluation.
+(ties dropped), so accuracy on held-out pairs says whether each trainer learned the same thing. Each run is a fresh
+subprocess (so peak RSS is its own), prefkit and TRL alternating. Timed: model load, data preparation, the training
+steps, one evaluation pass over the eval pairs and the final save (imports excluded for both). Reported: median
+tokens/s (prompt + chosen and prompt + rejected tokens of the trained batches, counted the same way for both), peak
+RSS, the prefkit/TRL ratios, and each run's accuracy on the eval pairs from its own trainer's evaluation.
 
     PYTHONPATH=/path/to/trl:src python bench/bench_judge_vs_trl.py --sizes small --repeats 3 --steps 30
     PYTHONPATH=/path/to/trl:src python bench/bench_judge_vs_trl.py --sizes tiny --repeats 3 --steps 100
