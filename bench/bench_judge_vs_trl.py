@@ -3,15 +3,16 @@ reward-model work, side by side in one interleaved run.
 
 Same backbone (bench_dpo_vs_trl.py's locally built Llama and tokenizer, loaded as a sequence classifier with a
 fresh one-output head), same preference pairs, batch size, steps, learning rate and schedule (linear to 0, no
-warmup), fp32, no gradient checkpointing, no dropout, 2 threads. The pairs carry a learnable preference: prompt
-and responses are random words, and the chosen response is the one with more colour words (ties dropped), so
-accuracy on held-out pairs says whether each trainer learned the same thing. Each run is a fresh subprocess (so
-peak RSS is its own), prefkit and TRL alternating. Timed: model load, data preparation, the training steps, one
-evaluation pass over the eval pairs and the final save (imports excluded for both). Reported: median tokens/s
-(prompt + chosen and prompt + rejected tokens of the trained batches, counted the same way for both), peak RSS,
-the prefkit/TRL ratios, and each run's accuracy on the eval pairs from its own trainer's evaluation.
+warmup), fp32, no gradient checkpointing, no dropout, one thread (--threads). The pairs carry a learnable
+preference: prompt and responses are random words, and the chosen response is the one with more colour words
+(ties dropped), so accuracy on held-out pairs says whether each trainer learned the same thing. Each run is a fresh
+subprocess (so peak RSS is its own), prefkit and TRL alternating. Timed: model load, data preparation, the training
+steps, one evaluation pass over the eval pairs and the final save (imports excluded for both). Reported: median
+tokens/s (prompt + chosen and prompt + rejected tokens of the trained batches, counted the same way for both), peak
+RSS, the prefkit/TRL ratios, and each run's accuracy on the eval pairs from its own trainer's evaluation.
 
-    PYTHONPATH=/path/to/trl:src python bench/bench_judge_vs_trl.py --sizes small,tiny --repeats 3
+    PYTHONPATH=/path/to/trl:src python bench/bench_judge_vs_trl.py --sizes small --repeats 3 --steps 30
+    PYTHONPATH=/path/to/trl:src python bench/bench_judge_vs_trl.py --sizes tiny --repeats 3 --steps 100
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--rows", type=int, default=800)
     parser.add_argument("--eval-rows", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", choices=["prefkit", "trl"])
     parser.add_argument("--model-dir", dest="model_dir")
