@@ -55,6 +55,9 @@ def test_prefkit_eval_writes_json_figures_and_a_self_contained_report(files, cap
     assert html.count("data:image/png;base64,") == 4 and "Gradient entanglement" in html
     md = (out / "report.md").read_text()
     assert "![exact_gaps](exact_gaps.png)" in md and "| ranking accuracy R |" in md
+    verdict = md.split("## Verdict", 1)[1].split("\n## ", 1)[0]  # the report opens with what it found
+    assert md.index("## Verdict") < md.index("## Run") and "ranking accuracy R" in verdict
+    assert "the reference: win rate" in verdict and "exact duality gap" in verdict
     assert "win rate" in capsys.readouterr().out
 
 

@@ -115,3 +115,19 @@ def test_table_and_markdown_subset():
     assert table([]) == ""
     assert markdown_to_html("line one\nline two\n\nnext") == "<p>line one\nline two</p>\n<p>next</p>"
     assert markdown_to_html("<b>raw</b> & `<i>`") == "<p>&lt;b&gt;raw&lt;/b&gt; &amp; <code>&lt;i&gt;</code></p>"
+
+
+def test_the_verdict_separates_a_real_change_from_noise():
+    from prefkit.eval.sections import verdict
+
+    def results(r, ref, low, high):
+        return {"sections": {"ranking": {"ranking_accuracy": r, "reference_ranking_accuracy": ref, "pairs": 400},
+                             "win_rate": {"win_rate": (low + high) / 2, "ci_low": low, "ci_high": high}}}
+
+    # two binomial standard errors at R = 0.5 over 400 pairs: 0.05
+    assert verdict(results(0.58, 0.50, 0.55, 0.65))[0].startswith("ranking accuracy R **improved**")
+    assert verdict(results(0.53, 0.50, 0.45, 0.55))[0].startswith("ranking accuracy R within noise")
+    assert verdict(results(0.40, 0.50, 0.30, 0.45))[0].startswith("ranking accuracy R **got worse**")
+    assert "**beats**" in verdict(results(0.58, 0.50, 0.55, 0.65))[1]
+    assert "**not distinguishable**" in verdict(results(0.53, 0.50, 0.45, 0.55))[1]
+    assert verdict({"sections": {}}) == []

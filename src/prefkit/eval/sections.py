@@ -93,9 +93,37 @@ SECTION_VIEWS = {
 }
 
 
+def verdict(results: dict) -> list[str]:
+    """What the evaluation says against the reference, one line per comparison it can make: ranking accuracy
+    (beyond two binomial standard errors or within noise), the win rate's interval against ½, the exact gap and
+    the generation entropy (the model's value beside the reference's)."""
+    s, lines = results["sections"], []
+    if "ranking" in s and s["ranking"].get("reference_ranking_accuracy") is not None:
+        r, ref, n = s["ranking"]["ranking_accuracy"], s["ranking"]["reference_ranking_accuracy"], s["ranking"]["pairs"]
+        noise = 2 * (max(ref * (1 - ref), 0.25 / max(n, 1)) / max(n, 1)) ** 0.5
+        word = "**improved**" if r - ref > noise else "**got worse**" if ref - r > noise else "within noise"
+        lines.append(f"ranking accuracy R {word}: {r:.3f} against the reference's {ref:.3f} ({n} pairs)")
+    if "win_rate" in s:
+        w = s["win_rate"]
+        side = ("**beats** the reference" if w["ci_low"] > 0.5 else "**loses** to the reference"
+                if w["ci_high"] < 0.5 else "is **not distinguishable** from the reference")
+        lines.append(f"the model {side}: win rate {w['win_rate']:.3f} [{w['ci_low']:.3f}, {w['ci_high']:.3f}]")
+    gap, generation = s.get("exact_gap", {}), s.get("generation", {})
+    if "reference" in gap:
+        lines.append(f"exact duality gap {gap['model']['mean_gap']:.4f} against the reference's "
+                     f"{gap['reference']['mean_gap']:.4f}")
+    if "reference" in generation:
+        lines.append(f"token entropy {generation['model']['token_entropy']:.3f} nats against the reference's "
+                     f"{generation['reference']['token_entropy']:.3f}")
+    return lines
+
+
 def report_sections(results: dict, figures: dict[str, Path], header: str | None = None) -> list[tuple]:
-    """Report sections for every evaluated section (in evaluation order), then what was skipped and why."""
-    out = [("Run", header, ())] if header else []
+    """The verdict (when there is a reference to compare with), report sections for every evaluated section (in
+    evaluation order), then what was skipped and why."""
+    lines = verdict(results)
+    out = [("Verdict", "\n".join(f"- {line}" for line in lines), ())] if lines else []
+    out += [("Run", header, ())] if header else []
     for name, section in results["sections"].items():
         heading, body, names = SECTION_VIEWS[name]
         out.append((heading, body(section), [figures[n] for n in names if n in figures]))
