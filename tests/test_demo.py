@@ -26,6 +26,8 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
             methods["reference"]["duality_gap"])
     html = (tmp_path / "report.html").read_text()
     assert html.count("data:image/png;base64") == 6 and (tmp_path / "report.md").is_file()
+    md = (tmp_path / "report.md").read_text()
+    assert md.index("## Verdict") < md.index("## Summary") and "MPO's last iterate ends" in md
     for png in (tmp_path / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     # The measured behaviour the full demo reports (docs/demo.md), guarded at the quick size, seed 0:

@@ -7,6 +7,23 @@ import os
 from pathlib import Path
 
 
+def verdict(methods: dict) -> list[str]:
+    """What the run shows, against the reference: each method's exact gap on the cyclic prompts (the self-play
+    methods' target is 0, the Nash equilibrium), its generation entropy as a share of the reference's, and
+    whether MPO's last iterate ends below the fixed magnet's."""
+    reference = methods["reference"]
+    lines = [f"{name}: exact gap {m['duality_gap']:.4f} ({m['duality_gap'] / reference['duality_gap']:.2f}x the "
+             f"reference's), entropy {m['entropy'] / reference['entropy']:.0%} of the reference's, win rate "
+             f"{m['win_rate_vs_reference']:.3f}" for name, m in methods.items() if name != "reference"]
+    fixed = next((m for name, m in methods.items() if name.startswith("fixed magnet")), None)
+    if "mpo" in methods and fixed is not None:
+        below = methods["mpo"]["duality_gap"] < fixed["duality_gap"]
+        lines.append(f"MPO's last iterate ends {'**below**' if below else '**not below**'} the fixed magnet's "
+                     f"regularised equilibrium: {methods['mpo']['duality_gap']:.4f} against "
+                     f"{fixed['duality_gap']:.4f}")
+    return lines
+
+
 def write_report(out: Path, results: dict) -> tuple[Path, Path]:
     import matplotlib
 
@@ -23,6 +40,7 @@ def write_report(out: Path, results: dict) -> tuple[Path, Path]:
              "generation entropy": f"{m['entropy']:.3f}"} for name, m in methods.items()]
     seconds = ", ".join(f"{k} {v:.0f} s" for k, v in results["seconds"].items())
     sections = [
+        ("Verdict", "\n".join(f"- {line}" for line in verdict(methods)), ()),
         ("Summary", [f"All numbers are exact under the task's oracle (no sampling noise) except generation "
                      f"entropy, which is measured on sampled answers. Seed {results['seed']}. Time: {seconds}.", rows],
          [_bars(figures / "win_rate.png", methods, "win_rate_vs_reference", "win rate vs reference", 0.5,
