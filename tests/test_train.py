@@ -237,3 +237,12 @@ def test_dtype_auto_loads_the_checkpoint_in_its_own_dtype(tmp_path):
     SyntheticTask().model(seed=0).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
     assert {p.dtype for p in load_model(str(tmp_path / "bf16"), dtype="auto").parameters()} == {torch.bfloat16}
     assert {p.dtype for p in load_model(str(tmp_path / "bf16")).parameters()} == {torch.float32}
+
+
+def test_num_tokens_counts_every_trained_token_and_eval_metrics_can_take_trls_names(workspace, tmp_path):
+    fit(config(workspace, tmp_path, max_steps=2, logging_steps=1, eval_data=workspace["data"], eval_steps=2,
+               eval_prefix="eval_"))
+    records = read_metrics(tmp_path)
+    counts = [r["num_tokens"] for r in records if "num_tokens" in r]
+    assert len(counts) == 2 and 0 < counts[0] < counts[1]  # cumulative, as TRL logs it
+    assert any("eval_loss" in r for r in records) and not any("eval/loss" in r for r in records)

@@ -93,6 +93,7 @@ class TrainConfig:
     # bookkeeping
     logging_steps: int = 10
     logging_first_step: bool = False  # also log the first step (transformers' name)
+    eval_prefix: str = "eval/"  # evaluation metrics as eval/loss, or eval_loss as TRL and transformers name them
     eval_steps: int | None = None
     save_steps: int | None = None
     keep_checkpoints: int = 2
@@ -170,7 +171,7 @@ class TrainConfig:
 TRAIN_REQUIRED = {"model": "--model", "data": "--data", "output_dir": "--output-dir", "loss": "--loss"}
 TRAIN_CHOICES = {"reference": REFERENCE_MODES, "mixed_precision": PRECISIONS,
                  "truncation": ("keep_start", "keep_end", "drop"), "on_bad_rows": ("error", "skip"),
-                 "dtype": tuple(DTYPES), "report_to": BACKENDS}
+                 "dtype": tuple(DTYPES), "report_to": BACKENDS, "eval_prefix": ("eval/", "eval_")}
 TRAIN_LIMITS = {"max_length": at_least(2), "ref_sync_steps": at_least(1), "ref_mixup_alpha": within(0, 1),
                 "max_steps": at_least(1), "epochs": above(0), "batch_size": at_least(1), "grad_accum": at_least(1),
                 "learning_rate": above(0), "weight_decay": at_least(0), "warmup_steps": at_least(0),

@@ -12,7 +12,7 @@ import time
 # metric key -> the short name of the metric line, in the order shown; other keys are left to the trackers
 SHOWN = {"loss": "loss", "rewards/margins": "margin", "rewards/accuracies": "acc", "learning_rate": "lr",
          "grad_norm": "grad", "tokens_per_second": "tok/s", "eval/loss": "eval loss",
-         "eval/rewards/accuracies": "eval acc"}
+         "eval/rewards/accuracies": "eval acc", "eval_loss": "eval loss", "eval_rewards/accuracies": "eval acc"}
 
 
 class Console:

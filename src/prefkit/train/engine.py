@@ -199,6 +199,13 @@ def agree(accelerator, *flags: bool) -> list[bool]:
     return [bool(v > 0) for v in values.tolist()]
 
 
+def reduce_sum(accelerator, count: int) -> float:
+    """A per-process count summed over the processes."""
+    if accelerator.num_processes == 1:
+        return float(count)
+    return accelerator.reduce(torch.tensor(float(count), device=accelerator.device), "sum").item()
+
+
 def reduce_mean(accelerator, metrics: dict[str, float]) -> dict[str, float]:
     """The mean of each metric over the processes."""
     if accelerator.num_processes == 1:

@@ -24,7 +24,8 @@ from prefkit.modeling import reference as references
 from prefkit.train import checkpoint
 from prefkit.train.batches import BatchOrder, collate, loss_inputs, mismatched
 from prefkit.train.config import TRAIN_FEEDS, TrainConfig
-from prefkit.train.engine import Checkpoints, Engine, PolicyLogps, Update, Window, make_accelerator, reduce_mean
+from prefkit.train.engine import (Checkpoints, Engine, PolicyLogps, Update, Window, make_accelerator, reduce_mean,
+                                  reduce_sum)
 from prefkit.train.rundir import open_run
 from prefkit.train.signals import StopRequests
 from prefkit.train.model_card import save_final
@@ -185,6 +186,7 @@ def after_step(run: Run, update: Update) -> None:
     """Bookkeeping after step `state.step + 1`: state, the moving reference, the log line, evaluation, checkpoint."""
     config, state, engine = run.config, run.state, run.engine
     run.window.tokens += update.tokens
+    state.tokens += update.tokens
     if update.applied:
         run.window.add(update.metrics, grad_norm=update.grad_norm, learning_rate=update.learning_rate)
     state.step += 1
@@ -195,7 +197,8 @@ def after_step(run: Run, update: Update) -> None:
     last = state.step == run.total_steps
     if state.step % config.logging_steps == 0 or last or config.logging_first_step and state.step == 1:
         logged = run.window.flush(run.accelerator, epoch=state.step * config.grad_accum / run.order.per_epoch,
-                                  skipped_steps=engine.guard.skipped)
+                                  skipped_steps=engine.guard.skipped,
+                                  num_tokens=reduce_sum(run.accelerator, state.tokens))
         run.tracker.log(state.step, logged)
         run.console.metrics(state.step, logged)
     if run.evaluation and config.eval_steps and (state.step % config.eval_steps == 0 or last):
@@ -272,7 +275,7 @@ def evaluate_loss(run: Run) -> dict[str, float]:
             _, metrics = batch_loss(run, run.engine.policy, batch, data.examples, run.eval_reference, training=False)
         for key, value in metrics.items():
             totals[key] = totals.get(key, 0.0) + value / order.per_epoch
-    return {f"eval/{k}": v for k, v in reduce_mean(accelerator, totals).items()}
+    return {f"{config.eval_prefix}{k}": v for k, v in reduce_mean(accelerator, totals).items()}
 
 
 def _reference(mode: str, model, data, config, tokenizer, accelerator, paired: bool, objective):

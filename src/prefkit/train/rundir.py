@@ -28,7 +28,7 @@ RUN_ENTRIES = ("run.json", "metrics.jsonl", "checkpoints", "final", "final.tmp",
 RUN_PATTERNS = ("iter-*", "eval-*.json")
 # Keys that change only how a run is watched or stored, never what it computes.
 BOOKKEEPING = {"resume", "overwrite", "progress", "report_to", "project", "run_name", "logging_steps",
-               "logging_first_step", "eval_steps",
+               "logging_first_step", "eval_prefix", "eval_steps",
                "save_steps", "keep_checkpoints", "keep_policies", "cache_dir", "iterations", "judge_chunk_size",
                "max_nonfinite_steps", "output_dir", "push_to_hub", "hub_model_id", "hub_private_repo", "merge_lora"}
 
