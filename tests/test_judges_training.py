@@ -14,9 +14,9 @@ from prefkit.judges.calibration import pair_metrics
 from prefkit.judges.heads import HeadSettings, antisymmetric_sigmoid, preference_logits, skew_form
 from prefkit.judges.train_config import JudgeTrainConfig
 from prefkit.judges.training import PairLogits, fit, pair_batch
-from prefkit.train import checkpoint
 from prefkit.train.config import load_config
 from prefkit.train.tracking import read_metrics
+from train_fixtures import killed_after_first_save
 
 # rock-paper-scissors with uneven margins (the bundled task's first cyclic game): P[i, j] = P(i beats j)
 CYCLE = np.array([[0.5, 0.1, 0.8], [0.9, 0.5, 0.1], [0.2, 0.9, 0.5]])
@@ -156,25 +156,12 @@ def test_a_bt_judge_is_not_loaded_as_gpm(workspace, tmp_path):
         load_judge(f"gpm:{final}")
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_resume_continues_exactly_where_it_stopped(workspace, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     options = dict(kind="gpm", max_steps=4, save_steps=2, lora={"r": 4, "alpha": 8})
     fit(config(workspace, tmp_path / "once", **options))
-    real_save = checkpoint.save
-
-    def save_then_die(*args, **kwargs):  # the run is killed right after its step-2 save
-        real_save(*args, **kwargs)
-        raise Interrupted
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(Interrupted):
-        fit(config(workspace, tmp_path / "twice", **options))
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    killed_after_first_save(monkeypatch, lambda: fit(config(workspace, tmp_path / "twice", **options)))
     fit(config(workspace, tmp_path / "twice", resume=True, **options))
     once, twice = (load_file(str(tmp_path / name / "final" / "model.safetensors")) for name in ("once", "twice"))
     assert once.keys() == twice.keys() and all(torch.equal(once[k], twice[k]) for k in once)

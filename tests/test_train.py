@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from prefkit.cli import main
-from prefkit.train import checkpoint
 from prefkit.train.config import load_config
 from prefkit.train.offline import fit
 from prefkit.train.tracking import read_metrics
-from train_fixtures import write_preferences, write_tiny_model, write_unpaired
+from train_fixtures import killed_after_first_save, write_preferences, write_tiny_model, write_unpaired
 
 
 @pytest.fixture(scope="module")
@@ -59,22 +58,9 @@ def test_final_model_loads_in_transformers_with_a_model_card(workspace, tmp_path
     assert "stapo/inside" in read_metrics(tmp_path)[-1]
 
 
-class Interrupted(Exception):
-    pass
-
-
 def test_resume_continues_exactly_where_it_stopped(workspace, tmp_path, monkeypatch):
     fit(config(workspace, tmp_path / "once", max_steps=4, save_steps=2))
-    real_save = checkpoint.save
-
-    def save_then_die(*args, **kwargs):  # the run is killed right after its step-2 save
-        real_save(*args, **kwargs)
-        raise Interrupted
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(Interrupted):
-        fit(config(workspace, tmp_path / "twice", max_steps=4, save_steps=2))
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    killed_after_first_save(monkeypatch, lambda: fit(config(workspace, tmp_path / "twice", max_steps=4, save_steps=2)))
     fit(config(workspace, tmp_path / "twice", max_steps=4, save_steps=2, resume=True))
     once, twice = weights(tmp_path / "once" / "final"), weights(tmp_path / "twice" / "final")
     assert once.keys() == twice.keys()
@@ -193,16 +179,7 @@ def test_bco_reward_shift_tracks_the_running_mean_of_rewards(workspace, tmp_path
 def test_resume_restores_a_trust_region_reference(workspace, tmp_path, monkeypatch):
     options = dict(reference="copy", ref_sync_steps=1, ref_mixup_alpha=0.5, max_steps=4, save_steps=2)
     fit(config(workspace, tmp_path / "once", **options))
-    real_save = checkpoint.save
-
-    def save_then_die(*args, **kwargs):
-        real_save(*args, **kwargs)
-        raise Interrupted
-
-    monkeypatch.setattr(checkpoint, "save", save_then_die)
-    with pytest.raises(Interrupted):
-        fit(config(workspace, tmp_path / "twice", **options))
-    monkeypatch.setattr(checkpoint, "save", real_save)
+    killed_after_first_save(monkeypatch, lambda: fit(config(workspace, tmp_path / "twice", **options)))
     fit(config(workspace, tmp_path / "twice", resume=True, **options))
     once, twice = weights(tmp_path / "once" / "final"), weights(tmp_path / "twice" / "final")
     assert all(torch.equal(once[k], twice[k]) for k in once)

@@ -50,3 +50,26 @@ def reset_accelerate() -> None:
     from accelerate.state import AcceleratorState
 
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+class Interrupted(Exception):
+    """A kill, simulated right after a checkpoint save."""
+
+
+def killed_after_first_save(monkeypatch, run) -> None:
+    """Call `run()` with the process 'killed' right after its first checkpoint is written, then restore saving:
+    what a resume test starts from."""
+    import pytest
+
+    from prefkit.train import checkpoint
+
+    real_save = checkpoint.save
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        raise Interrupted
+
+    monkeypatch.setattr(checkpoint, "save", save_then_die)
+    with pytest.raises(Interrupted):
+        run()
+    monkeypatch.setattr(checkpoint, "save", real_save)
