@@ -20,7 +20,7 @@ from prefkit.errors import PrefkitError, RunStopped
 COMMANDS = {
     "losses": ("prefkit.losses.cli", "list the loss catalogue, or describe one loss"),
     "train": ("prefkit.train.cli", "offline preference training of a causal LM with any loss of the catalogue"),
-    "selfplay": ("prefkit.train.selfplay_cli",
+    "selfplay": ("prefkit.selfplay.cli",
                  "self-play Nash training (MPO, INPO, COMAL, SPPO, Nash-MD, online IPO) against a judge"),
     "data": ("prefkit.data.cli", "check and inspect preference data"),
     "judge": ("prefkit.judges.cli", "train a judge: Bradley-Terry reward model or general preference model"),

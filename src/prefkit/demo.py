@@ -147,8 +147,8 @@ def _offline(name, loss, params, reference_dir, out, settings, seed, task, evalu
 
 def _selfplay(name, loss, params, refresh, reference_dir, out, settings, seed):
     from prefkit.modeling.load import load_model
-    from prefkit.train.selfplay import selfplay
-    from prefkit.train.selfplay_config import SelfPlayConfig
+    from prefkit.selfplay.loop import selfplay
+    from prefkit.selfplay.config import SelfPlayConfig
     from prefkit.train.tracking import read_metrics
 
     folder = out / name.replace(" ", "-").replace("(", "").replace(")", "")

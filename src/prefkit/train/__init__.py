@@ -1,1 +1,1 @@
-"""prefkit.train: the offline loop (`fit`) and, beside it, the self-play loop."""
+"""prefkit.train: the training engine, the offline loop (`fit`) and what both loops share (config, run dirs, checkpoints)."""

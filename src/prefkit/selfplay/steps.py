@@ -166,7 +166,7 @@ def kl_metrics(model, anchors: dict, tokenizer, prompts, config, seed: int) -> d
 def exact_kl_metrics(model, anchors: dict, tokenizer, source, prompts) -> dict[str, float]:
     """KL(π ‖ anchor) exactly over the judge's enumerated responses plus one outcome for everything outside them
     (a lower bound on the full KL: merging outcomes never increases it), averaged over the prompts."""
-    from prefkit.train.winrates import distributions
+    from prefkit.selfplay.winrates import distributions
 
     unique = list(dict.fromkeys(prompts))
     own = distributions(model, tokenizer, source, unique)

@@ -24,8 +24,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from prefkit.train.config import load_config
-    from prefkit.train.selfplay import selfplay
-    from prefkit.train.selfplay_config import SelfPlayConfig
+    from prefkit.selfplay.loop import selfplay
+    from prefkit.selfplay.config import SelfPlayConfig
 
     flags = {k: getattr(args, k) for k in ("model", "output_dir", "resume", "overwrite")}
     from prefkit.train.cli import publish

@@ -29,11 +29,11 @@ from prefkit.modeling.vllm_generator import make_generator
 from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
-from prefkit.train.selfplay_config import SELFPLAY_FEEDS, SelfPlayConfig
-from prefkit.train.selfplay_disk import prune_policies
+from prefkit.selfplay.config import SELFPLAY_FEEDS, SelfPlayConfig
+from prefkit.selfplay.disk import prune_policies
 from prefkit.train.signals import StopRequests
-from prefkit.train.selfplay_steps import build_examples, fit_iteration, iteration_metrics
-from prefkit.train import winrates
+from prefkit.selfplay.steps import build_examples, fit_iteration, iteration_metrics
+from prefkit.selfplay import winrates
 from prefkit.train.console import Console
 from prefkit.train.model_card import save_final
 from prefkit.train.tracking import Tracker, external_trackers, read_metrics
@@ -61,7 +61,7 @@ class Run:
     per_response: bool  # the loss trains on single responses with win rates (SPPO, ...) rather than pairs
     tracker: Tracker
     baseline: list  # π_0's answers to the eval prompts
-    winrates: str  # "exact", "sampled" or "weighted" (prefkit.train.winrates.resolve)
+    winrates: str  # "exact", "sampled" or "weighted" (prefkit.selfplay.winrates.resolve)
     pairs: str
     source: object  # the judge's enumerating side, or None for a black box
     initial: FrozenCopy | None  # π_0, kept for KL metrics when the magnet moves away from it
@@ -201,7 +201,7 @@ def _targets(run: Run, folder: Path, prompts: list, samples: list, opponents: li
     """What each prompt trains on: (candidates, their win rates against π_t, the judge's soft labels for
     `pairs: all` with sampled win rates or None, how many candidates are enumerated responses or None).
     Exact win rates come from π_t's own distribution `before` (nothing is judged); the others from the judged
-    K x K matrices, saved as they are judged (prefkit.train.winrates)."""
+    K x K matrices, saved as they are judged (prefkit.selfplay.winrates)."""
     from prefkit.judges import preference_matrix, win_rates
 
     config, tokenizer = run.config, run.tokenizer
@@ -233,7 +233,7 @@ def _targets(run: Run, folder: Path, prompts: list, samples: list, opponents: li
 
 def _tracking(run: Run, prompts: list, before: list, loss_params: dict) -> dict[str, float]:
     """Mean total-variation distance between π_{t+1} and the exact step it was fitting, and the share of the
-    intended log-prob move achieved, over the iteration's prompts (prefkit.train.winrates.tracking)."""
+    intended log-prob move achieved, over the iteration's prompts (prefkit.selfplay.winrates.tracking)."""
     weights = losses.get(run.config.loss).step_weights(loss_params)
     if weights is None:  # the loss fits no exact tabular step (online IPO, Nash-MD)
         return {}
