@@ -11,7 +11,7 @@ models start from the SFT model; `untrained`: the task's untrained tiny Llama, a
 `prefkit selfplay --config configs/mpo.yaml` runs from the exported task model, identical but for `judge:`
 (task, gpm:PATH, reward:PATH), all with sampled win rates (from the K x K judged matrix of the policy's own
 samples; the oracle is used as a black box too). The self-play metrics log the oracle's exact gap whatever the
-judge (prefkit.train.selfplay_steps.iteration_metrics), so the curves are on one scale: a judge that represents
+judge (prefkit.selfplay.steps.iteration_metrics), so the curves are on one scale: a judge that represents
 the cycles should lead towards the oracle's Nash equilibrium (gap towards 0), a transitive one towards the answer
 it ranks first (the gap of a near-pure strategy).
 

@@ -86,9 +86,9 @@ def main(argv=None) -> None:
     import torch
     import transformers
 
-    from prefkit.train import selfplay as loop
+    from prefkit.selfplay import loop
     from prefkit.train.config import load_config
-    from prefkit.train.selfplay_config import SelfPlayConfig
+    from prefkit.selfplay.config import SelfPlayConfig
 
     out = Path(args.out) / args.generator
     model, prompts, parameters = build(out)

@@ -11,7 +11,7 @@ from prefkit.cli import main
 from prefkit.judges.train_config import JudgeTrainConfig
 from prefkit.train.config import load_config
 from prefkit.train.config import TrainConfig
-from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.selfplay.config import SelfPlayConfig
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

@@ -195,7 +195,7 @@ def test_a_planted_pickle_in_a_checkpoint_never_runs(workspace, tmp_path, capsys
 
 def selfplay_config(initial, out, **values):
     from prefkit.train.config import load_config
-    from prefkit.train.selfplay_config import SelfPlayConfig
+    from prefkit.selfplay.config import SelfPlayConfig
 
     flags = dict(model=initial, output_dir=str(out), prompts_per_iteration=4, samples_per_prompt=3,
                  max_new_tokens=4, eval_limit=4, batch_size=4, epochs=1, learning_rate=1e-3, progress=False)
@@ -207,7 +207,7 @@ def selfplay_config(initial, out, **values):
 @pytest.mark.parametrize("loss, extra", [("inpo", {}), ("mpo", {"refresh_every": 2})])
 def test_self_play_resume_keeps_the_initial_model_as_reference_until_a_magnet_is_saved(initial, tmp_path,
                                                                                         loss, extra):
-    from prefkit.train.selfplay import selfplay
+    from prefkit.selfplay.loop import selfplay
 
     selfplay(selfplay_config(initial, tmp_path / "once", loss=loss, iterations=3, **extra))
     selfplay(selfplay_config(initial, tmp_path / "twice", loss=loss, iterations=1, **extra))
@@ -222,7 +222,7 @@ def test_self_play_resume_keeps_the_initial_model_as_reference_until_a_magnet_is
 
 
 def test_a_planted_pickle_in_self_play_tables_never_runs(initial, tmp_path, capsys):
-    from prefkit.train.selfplay import selfplay
+    from prefkit.selfplay.loop import selfplay
 
     selfplay(selfplay_config(initial, tmp_path, loss="inpo", iterations=1))
     (tmp_path / "state.json").write_text(json.dumps({"completed": 0, "magnet": 0}))  # iteration 1 again

@@ -8,7 +8,7 @@ from prefkit import losses
 from prefkit.losses import registry
 from prefkit.losses.statistics import GapSelection, RewardShift
 from prefkit.train.config import TrainConfig
-from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.selfplay.config import SelfPlayConfig
 
 F32 = torch.float32
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from prefkit.train.config import load_config
-from prefkit.train.selfplay import selfplay
-from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.selfplay.loop import selfplay
+from prefkit.selfplay.config import SelfPlayConfig
 from prefkit.train.tracking import read_metrics
 
 TINY = dict(prompts_per_iteration=4, samples_per_prompt=3, max_new_tokens=4, eval_limit=4, batch_size=4, epochs=1,
@@ -51,7 +51,7 @@ def test_one_iteration_of_each_method(initial, tmp_path, loss, params, extra):
 
 
 def test_pairs_from_a_judged_group():
-    from prefkit.train.selfplay_steps import _pairs
+    from prefkit.selfplay.steps import _pairs
 
     matrix = np.array([[0.5, 0.9, 0.6], [0.1, 0.5, 0.3], [0.4, 0.7, 0.5]])
     rates = (matrix.sum(1) - 0.5) / 2  # 0.75, 0.2, 0.55

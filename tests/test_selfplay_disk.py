@@ -7,8 +7,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from prefkit.train.selfplay import selfplay
-from prefkit.train.selfplay_disk import policies_to_keep, prune_policies
+from prefkit.selfplay.loop import selfplay
+from prefkit.selfplay.disk import policies_to_keep, prune_policies
 from test_selfplay import config
 
 MPO = dict(loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2}, refresh_every=2)

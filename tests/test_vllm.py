@@ -126,7 +126,7 @@ def test_a_self_play_run_with_vllm_completes_and_resumes_to_the_same_result(pret
     from safetensors.torch import load_file
 
     from test_selfplay import config
-    from prefkit.train.selfplay import selfplay
+    from prefkit.selfplay.loop import selfplay
 
     path = pretrained[3]
     settings = dict(generator="vllm", vllm=OPTIONS, loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2},
@@ -148,7 +148,7 @@ def test_the_example_vllm_config_validates():
     from pathlib import Path
 
     from prefkit.train.config import load_config
-    from prefkit.train.selfplay_config import SelfPlayConfig
+    from prefkit.selfplay.config import SelfPlayConfig
 
     config = load_config(str(Path(__file__).parents[1] / "configs" / "mpo-vllm.yaml"), kind=SelfPlayConfig)
     assert config.generator == "vllm" and config.vllm["max_model_len"] == 64

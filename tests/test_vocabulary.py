@@ -11,7 +11,7 @@ import pytest
 from prefkit.cli import main
 from prefkit.errors import PrefkitError
 from prefkit.train.config import TrainConfig, load_config, schedules
-from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.selfplay.config import SelfPlayConfig
 from prefkit.train import vocabulary
 from train_fixtures import reset_accelerate, tiny_workspace
 

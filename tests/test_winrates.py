@@ -8,8 +8,8 @@ from prefkit.errors import PrefkitError
 from prefkit.judges import load_judge
 from prefkit.judges.exact import enumerating
 from prefkit.modeling.generation import Sample
-from prefkit.train import winrates
-from prefkit.train.selfplay_config import SelfPlayConfig
+from prefkit.selfplay import winrates
+from prefkit.selfplay.config import SelfPlayConfig
 
 
 def test_the_oracle_gives_exact_win_rates_as_the_task_computes_them(task):
@@ -48,7 +48,7 @@ def test_canonical_candidates_keep_each_outside_sample_once():
     samples = [Sample("b", [2]), Sample("zz", [3, 4]), Sample("zz", [3, 4]), Sample("", []), Sample("q", [5])]
     candidates, enumerated = winrates.canonical_candidates(policy, samples)
     assert [c.text for c in candidates] == ["a", "b", "zz", "q"] and enumerated == 2
-    from prefkit.train.selfplay_steps import _pairs
+    from prefkit.selfplay.steps import _pairs
 
     assert _pairs("canonical", np.zeros(4), 2) == [(0, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
 
@@ -72,7 +72,7 @@ def test_tracking_measures_the_distance_to_the_exact_step():
 
 
 def test_kl_estimates_are_never_negative_and_exact_kl_is_zero_against_itself(task, tokenizer):
-    from prefkit.train.selfplay_steps import exact_kl_metrics, kl_metrics
+    from prefkit.selfplay.steps import exact_kl_metrics, kl_metrics
 
     config = SelfPlayConfig(model="m", output_dir="o", kl_samples=3, max_new_tokens=4)
     model, other = task.model(seed=0, hidden_size=32).eval(), task.model(seed=1, hidden_size=32).eval()
