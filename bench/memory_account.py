@@ -64,7 +64,7 @@ def train_step(model, optimizer, batch, reference_logps, accelerator) -> float:
         with record_function("## forward"):
             out = batch_logps(model, batch)
         with record_function("## loss"):
-            inputs = loss_inputs(out.logps, out.lengths, reference_logps, batch, True, None)
+            inputs = loss_inputs(out.logps, out.lengths, reference_logps, batch, True)
             loss = (losses.evaluate("dpo", **inputs).losses * batch["weights"]).mean()
         with record_function("## backward"):
             accelerator.backward(loss)

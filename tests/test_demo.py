@@ -25,9 +25,14 @@ def test_quick_demo_runs_end_to_end(tmp_path, capsys):
         assert len(results["lab"][name]) == 41 and results["lab"][name][0] == pytest.approx(
             methods["reference"]["duality_gap"])
     html = (tmp_path / "report.html").read_text()
-    assert html.count("data:image/png;base64") == 6 and (tmp_path / "report.md").is_file()
+    # the demo's six figures, then MPO's final policy through prefkit eval's sections and their two figures
+    assert html.count("data:image/png;base64") == 8 and (tmp_path / "report.md").is_file()
     md = (tmp_path / "report.md").read_text()
-    assert md.index("## Verdict") < md.index("## Summary") and "MPO's last iterate ends" in md
+    assert md.index("## Verdict") < md.index("## Summary") and "MPO's final policy: exact duality gaps" in md
+    assert "MPO's last iterate ends" in md
+    mpo = results["evaluations"]["mpo"]["sections"]  # the summary's numbers are that evaluation's
+    assert methods["mpo"]["win_rate_vs_reference"] == mpo["exact_win_rate"]["win_rate"]
+    assert methods["mpo"]["entropy"] == mpo["generation"]["model"]["token_entropy"]
     for png in (tmp_path / "figures").glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     # The measured behaviour the full demo reports (docs/demo.md), guarded at the quick size, seed 0:

@@ -185,11 +185,28 @@ def test_exact_gap_agrees_with_duality_gap_on_the_restricted_distribution(model,
     assert out["mean_gap"] == pytest.approx(np.mean([r["gap"] for r in out["prompts"]]))
 
 
+def test_exact_win_rate_is_the_oracle_over_both_canonical_distributions(model, tokenizer, task):
+    from prefkit.eval.gaps import exact_win_rates
+    from prefkit.tasks import canonical_distributions
+
+    other = task.model(seed=3, hidden_size=32).eval()
+    prompts = ["pick: rock paper scissors", "sort: 3 1 2"]
+    out = exact_win_rates(model, other, tokenizer, task, prompts)
+    mine, theirs = (canonical_distributions(m, tokenizer, task, prompts) for m in (model, other))
+    for prompt, row, (p, po), (q, qo) in zip(prompts, out["prompts"], mine, theirs):
+        assert row["win_rate"] == pytest.approx(task.win_rate(prompt, p, q, po, qo), abs=1e-12)
+        assert (row["outside"], row["reference_outside"]) == (po, qo)
+    assert out["by_kind"] == {"cyclic": out["prompts"][0]["win_rate"], "transitive": out["prompts"][1]["win_rate"]}
+    # against itself a policy wins exactly half the time, whatever its mass outside the canonical answers
+    assert exact_win_rates(model, model, tokenizer, task, prompts)["win_rate"] == pytest.approx(0.5, abs=1e-12)
+
+
 def test_evaluate_model_runs_what_the_inputs_allow(model, tokenizer, examples):
     only_model = evaluate_model(model, tokenizer, prompts=["sort: 3 1 2"], samples=2, max_new_tokens=4)
     assert set(only_model["sections"]) == {"generation"}
     assert only_model["skipped"] == {"ranking": "needs examples", "win_rate": "needs reference, judge",
-                                     "exact_gap": "needs task", "entanglement": "needs examples"}
+                                     "exact_gap": "needs task", "exact_win_rate": "needs task, reference",
+                                     "entanglement": "needs examples"}
     out = evaluate_model(model, tokenizer, data=examples, reference=model, samples=1, max_new_tokens=4,
                          sections=["ranking", "generation"])
     assert set(out["sections"]) == {"ranking", "generation"}

@@ -37,7 +37,8 @@ def test_prefkit_eval_writes_json_figures_and_a_self_contained_report(files, cap
                      "--data", str(files / "pairs.jsonl"), "--judge", "task", "--task", "--out", str(out),
                      "--samples", "2", "--max-prompts", "12", "--max-new-tokens", "4", "--grad-pairs", "6"]) == 0
     results = json.loads((out / "eval.json").read_text())
-    assert set(results["sections"]) == {"ranking", "win_rate", "generation", "exact_gap", "entanglement"}
+    assert set(results["sections"]) == {"ranking", "win_rate", "generation", "exact_gap", "exact_win_rate",
+                                        "entanglement"}
     assert results["skipped"] == {}
     ranking = results["sections"]["ranking"]
     assert 0 <= ranking["ranking_accuracy"] <= 1 and "idealised_ranking_accuracy" in ranking
@@ -58,6 +59,7 @@ def test_prefkit_eval_writes_json_figures_and_a_self_contained_report(files, cap
     verdict = md.split("## Verdict", 1)[1].split("\n## ", 1)[0]  # the report opens with what it found
     assert md.index("## Verdict") < md.index("## Run") and "ranking accuracy R" in verdict
     assert "the reference: win rate" in verdict and "exact duality gap" in verdict
+    assert "the reference exactly: win rate" in verdict and "Exact win rate against the reference" in md
     assert "win rate" in capsys.readouterr().out
 
 

@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 OFFLINE = {  # name -> (loss, hyper-parameters)
     "dpo": ("dpo", {"beta": 0.1}),
     "simpo": ("simpo", {"beta": 2.0, "gamma": 1.0}),
@@ -89,12 +87,12 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
     timings["reference"] = time.perf_counter() - clock
 
     cyclic = task.prompts("cyclic", split="eval")
-    evaluation = task.prompts(split="eval")
-    results = {"settings": vars(settings), "seed": seed, "methods": {}, "curves": {}, "lab": {}}
-    results["methods"]["reference"] = _exact(model, tokenizer, task, evaluation, cyclic, model, settings, seed)
+    results = {"settings": vars(settings), "seed": seed, "methods": {}, "curves": {}, "lab": {}, "evaluations": {}}
+    results["methods"]["reference"], _ = _exact(model, tokenizer, task, model, settings, seed)
     for name, (loss, params) in OFFLINE.items():
         clock = time.perf_counter()
-        curve = _offline(name, loss, params, reference_dir, out, settings, seed, task, evaluation, cyclic, model)
+        curve, results["evaluations"][name] = _offline(name, loss, params, reference_dir, out, settings, seed, task,
+                                                       model)
         results["curves"][name] = curve
         results["methods"][name] = curve[-1]
         timings[name] = time.perf_counter() - clock
@@ -108,7 +106,7 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
             point["tabular_gap"] = float(exact[point["iteration"]])
         results["curves"][name] = curve
         results["lab"][name] = exact_curve(games, starts, algorithm, 10 * settings.iterations, **tabular).tolist()
-        results["methods"][name] = _exact(final, tokenizer, task, evaluation, cyclic, model, settings, seed)
+        results["methods"][name], results["evaluations"][name] = _exact(final, tokenizer, task, model, settings, seed)
         timings[name] = time.perf_counter() - clock
     results["seconds"] = timings
     write_json(out / "results.json", results, indent=2)
@@ -116,8 +114,9 @@ def run_demo(out: Path, settings: Settings, seed: int = 0) -> dict:
     return results
 
 
-def _offline(name, loss, params, reference_dir, out, settings, seed, task, evaluation, cyclic, reference):
-    """Train for `offline_epochs` epochs, checkpointing each, and evaluate every epoch's weights exactly."""
+def _offline(name, loss, params, reference_dir, out, settings, seed, task, reference):
+    """Train for `offline_epochs` epochs, checkpointing each, and evaluate every epoch's weights exactly; returns
+    the curve and the last epoch's whole evaluation."""
     from prefkit.modeling.load import load_model, load_tokenizer
     from prefkit.train.checkpoint import checkpoints, policy_weights
     from prefkit.train.config import TrainConfig
@@ -138,11 +137,11 @@ def _offline(name, loss, params, reference_dir, out, settings, seed, task, evalu
     curve = []
     for epoch, folder in enumerate(checkpoints(out / name), start=1):
         model.load_state_dict(policy_weights(folder))
-        point = _exact(model, tokenizer, task, evaluation, cyclic, reference, settings, seed)
+        point, evaluation = _exact(model, tokenizer, task, reference, settings, seed)
         record = logged.get(epoch * per_epoch, {})
         point.update(epoch=epoch, contrastive_logit=record.get("contrastive_logit/mean"), loss=record.get("loss"))
         curve.append(point)
-    return curve
+    return curve, evaluation
 
 
 def _selfplay(name, loss, params, refresh, reference_dir, out, settings, seed):
@@ -166,23 +165,20 @@ def _selfplay(name, loss, params, refresh, reference_dir, out, settings, seed):
     return load_model(str(final)), curve
 
 
-def _exact(model, tokenizer, task, evaluation, cyclic, reference, settings, seed) -> dict:
-    """Exact win rate against the reference (over the canonical sets, malformed mass included), exact duality
-    gap on the cyclic prompts, mass outside the canonical sets, and the entropy of generated answers."""
-    from prefkit.eval.entropy import sample_entropy
-    from prefkit.eval.gaps import exact_gap_metrics
-    from prefkit.modeling.generation import generate
-    from prefkit.tasks import canonical_distributions
+def _exact(model, tokenizer, task, reference, settings, seed) -> tuple[dict, dict]:
+    """The policy evaluated by `prefkit eval`'s sections against the reference (prefkit.eval.evaluate_model):
+    the exact win rate and the mass outside the canonical sets on every eval prompt, the exact duality gap on the
+    cyclic ones, and the entropy of one generated answer per prompt. Returns (the demo's headline numbers, the
+    whole evaluation)."""
+    from prefkit.eval import evaluate_model
 
-    mine = canonical_distributions(model, tokenizer, task, evaluation)
-    theirs = canonical_distributions(reference, tokenizer, task, evaluation)
-    wins = [task.win_rate(p, a, b, ao, bo) for p, (a, ao), (b, bo) in zip(evaluation, mine, theirs)]
-    prompts = evaluation[:settings.eval_samples]
-    samples = [g[0] for g in generate(model, tokenizer, prompts, 1, seed=seed, max_new_tokens=8)]
-    entropy = sample_entropy(model, tokenizer, prompts, samples)
-    gap = exact_gap_metrics(model, tokenizer, task, [p for p in evaluation if p in cyclic])["mean_gap"]
-    return {"win_rate_vs_reference": float(np.mean(wins)), "duality_gap": gap,
-            "mass_outside": float(np.mean([o for _, o in mine])), "entropy": entropy}
+    prompts = task.prompts(split="eval")[:settings.eval_samples]
+    evaluation = evaluate_model(model, tokenizer, reference=reference, task=task, prompts=prompts, samples=1,
+                                seed=seed, max_new_tokens=8, sections=["exact_win_rate", "exact_gap", "generation"])
+    s = evaluation["sections"]
+    return {"win_rate_vs_reference": s["exact_win_rate"]["win_rate"], "duality_gap": s["exact_gap"]["model"]["mean_gap"],
+            "mass_outside": s["exact_win_rate"]["mean_outside"],
+            "entropy": s["generation"]["model"]["token_entropy"]}, evaluation
 
 
 def summary_table(results: dict) -> str:

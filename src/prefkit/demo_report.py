@@ -3,7 +3,6 @@ self-contained HTML page)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
@@ -64,18 +63,28 @@ def write_report(out: Path, results: dict) -> tuple[Path, Path]:
          [_trained_vs_exact(figures / "gap_iterations.png", results, selfplay, methods["reference"]["duality_gap"]),
           _lab(figures / "gap_lab.png", results)]),
     ]
+    sections += _evaluation_sections(results.get("evaluations", {}).get("mpo"), figures / "mpo")
     return render_report("prefkit demo: every method on the bundled task", sections, out)
 
 
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+def _evaluation_sections(evaluation: dict | None, figures: Path) -> list[tuple]:
+    """MPO's final policy through `prefkit eval`'s own sections and figures (prefkit.eval.sections): the numbers
+    of the summary table come from the same evaluation, shown here per prompt family and per prompt."""
+    from prefkit.eval.plots import plot_results
+    from prefkit.eval.sections import report_sections
 
-    tmp = path.with_suffix(".tmp.png")
+    if evaluation is None:
+        return []
+    figures.mkdir(exist_ok=True)
+    return [(f"MPO's final policy: {heading[0].lower()}{heading[1:]}", body, images)
+            for heading, body, images in report_sections(evaluation, plot_results(evaluation, figures))]
+
+
+def _save(fig, path: Path) -> Path:
+    from prefkit.io import save_figure
+
     fig.tight_layout()
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _bars(path: Path, methods: dict, key: str, title: str, line: float | None, ylabel: str) -> Path:

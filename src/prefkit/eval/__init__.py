@@ -23,6 +23,7 @@ _EXPORTS = {
     "sample": "samples", "Samples": "samples",
     "as_judge": "winrate", "mean_ci": "winrate", "judge_samples": "winrate",
     "exact_gap_metrics": "gaps",
+    "exact_win_rates": "gaps",
     "gradient_entanglement": "entanglement", "pair_gradients": "entanglement",
     "entanglement_metrics": "entanglement", "regimes": "entanglement",
     "render_report": "report", "table": "report",

@@ -19,7 +19,8 @@ def add_parser(subparsers) -> None:
                         help="split of --data for a hub id or save_to_disk DatasetDict (default: train)")
     parser.add_argument("--judge", help="'task' (the bundled task's oracle) or module:attribute")
     parser.add_argument("--task", action="store_true",
-                        help="the bundled synthetic task: exact duality gaps, and its eval prompts for sampling")
+                        help="the bundled synthetic task: exact duality gaps (with --reference, the exact win "
+                             "rate), and its eval prompts for sampling")
     parser.add_argument("--prompts", help="a text file with one prompt per line (default: the task's eval prompts, "
                                           "else the data's prompts)")
     parser.add_argument("--out", default="eval", help="output directory (default: ./eval)")
@@ -105,6 +106,8 @@ def _summary(results: dict) -> str:
         lines.append(f"token entropy {g['token_entropy']:.3f} nats, mean length {g['length']['mean']:.2f}")
     if "exact_gap" in s:
         lines.append(f"mean exact gap {s['exact_gap']['model']['mean_gap']:.4f}")
+    if "exact_win_rate" in s:
+        lines.append(f"exact win rate {s['exact_win_rate']['win_rate']:.3f} against the reference")
     if "entanglement" in s:
         e = s["entanglement"]
         lines.append(f"gradient cosine median {e['cosine']['q50']:.3f}, entangled {e['entangled']:.3f}")

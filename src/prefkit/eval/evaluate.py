@@ -98,6 +98,11 @@ def _exact_gap(ctx: Context) -> dict:
     return out
 
 
+def _exact_win_rate(ctx: Context) -> dict:
+    from prefkit.eval.gaps import exact_win_rates
+    return exact_win_rates(ctx.model, ctx.reference, ctx.tokenizer, ctx.task)
+
+
 def _entanglement(ctx: Context) -> dict:
     from prefkit.eval.entanglement import gradient_entanglement
     o = ctx.options
@@ -111,6 +116,7 @@ SECTIONS: dict[str, tuple[tuple[str, ...], Callable[[Context], dict]]] = {
     "win_rate": (("prompts", "reference", "judge"), _win_rate),
     "generation": (("prompts",), _generation),
     "exact_gap": (("task",), _exact_gap),
+    "exact_win_rate": (("task", "reference"), _exact_win_rate),
     "entanglement": (("examples",), _entanglement),
 }
 
@@ -152,7 +158,7 @@ def evaluate_model(model, tokenizer, *, data=None, split: str = "train", referen
     data: preference pairs (path, PreparedData or list of PairExample; `split` of a hub id or DatasetDict) ->
     ranking, reward margins (with a reference), gradient entanglement. prompts (else the task's eval prompts, else the data's prompts) ->
     generation entropy and lengths; with a reference and a judge -> win rate. task (a SyntheticTask) -> exact
-    duality gaps on its cyclic eval prompts. The reference model must share `tokenizer`."""
+    duality gaps on its cyclic eval prompts, and with a reference the exact win rate against it. The reference model must share `tokenizer`."""
     from prefkit.eval.pairs import pair_examples
     from prefkit.eval.winrate import as_judge
 

@@ -73,6 +73,15 @@ def _exact_gap(s: dict) -> list:
             rows + [mean]]
 
 
+def _exact_win_rate(s: dict) -> list:
+    rows = [{"prompts": kind, "win rate": _f(rate)} for kind, rate in s["by_kind"].items()]
+    rows.append({"prompts": "**all**", "win rate": _f(s["win_rate"])})
+    return ["Exact P(the model's answer beats the reference's) under the task's oracle, over each eval prompt's "
+            "canonical answers with the mass outside them counted as malformed (it ties with malformed answers "
+            f"and loses to well-formed ones); ½ is no better than the reference. Mass outside the canonical answers: "
+            f"{_f(s['mean_outside'])} (reference {_f(s['reference_mean_outside'])}).", rows]
+
+
 def _entanglement(s: dict) -> list:
     rows = [{"statistic": name, "mean": _f(s[key]["mean"]), "median": _f(s[key]["q50"])} for name, key in
             (("cos(g_w, g_l)", "cosine"), ("‖g_w‖", "norm_chosen"), ("‖g_l‖", "norm_rejected"),
@@ -89,13 +98,15 @@ SECTION_VIEWS = {
     "win_rate": ("Win rate against the reference", _win_rate, ()),
     "generation": ("Generation entropy and length", _generation, ("generation_entropy",)),
     "exact_gap": ("Exact duality gaps (bundled task)", _exact_gap, ("exact_gaps",)),
+    "exact_win_rate": ("Exact win rate against the reference (bundled task)", _exact_win_rate, ()),
     "entanglement": ("Gradient entanglement", _entanglement, ("entanglement_cosines",)),
 }
 
 
 def verdict(results: dict) -> list[str]:
     """What the evaluation says against the reference, one line per comparison it can make: ranking accuracy
-    (beyond two binomial standard errors or within noise), the win rate's interval against ½, the exact gap and
+    (beyond two binomial standard errors or within noise), the win rate's interval against ½, the exact win rate
+    on the task, the exact gap and
     the generation entropy (the model's value beside the reference's)."""
     s, lines = results["sections"], []
     if "ranking" in s and s["ranking"].get("reference_ranking_accuracy") is not None:
@@ -108,6 +119,10 @@ def verdict(results: dict) -> list[str]:
         side = ("**beats** the reference" if w["ci_low"] > 0.5 else "**loses** to the reference"
                 if w["ci_high"] < 0.5 else "is **not distinguishable** from the reference")
         lines.append(f"the model {side}: win rate {w['win_rate']:.3f} [{w['ci_low']:.3f}, {w['ci_high']:.3f}]")
+    if "exact_win_rate" in s:
+        rate = s["exact_win_rate"]["win_rate"]
+        side = "**beats**" if rate > 0.5 else "**loses** to" if rate < 0.5 else "ties"
+        lines.append(f"the model {side} the reference exactly: win rate {rate:.3f} under the task's oracle")
     gap, generation = s.get("exact_gap", {}), s.get("generation", {})
     if "reference" in gap:
         lines.append(f"exact duality gap {gap['model']['mean_gap']:.4f} against the reference's "

@@ -24,10 +24,12 @@ def add_parser(subparsers) -> None:
 RUN_FLAGS = ("model", "data", "output_dir", "max_steps", "resume", "overwrite")  # flags that become config keys
 
 
-def add_run_arguments(parser, final: str) -> None:
-    """The flags every training command shares after --config / --model / --data, and the key=value overrides."""
+def add_run_arguments(parser, final: str, steps: bool = True) -> None:
+    """The flags every training command shares after --config / --model / --data, and the key=value overrides
+    (`steps`: the command counts optimizer steps, so --max-steps applies)."""
     parser.add_argument("--output-dir", dest="output_dir", help=f"run directory (metrics, checkpoints, {final})")
-    parser.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps (default: epochs of data)")
+    if steps:
+        parser.add_argument("--max-steps", dest="max_steps", type=int, help="optimizer steps (default: epochs of data)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue the run in the output directory from its last checkpoint (same settings only)")
     parser.add_argument("--overwrite", action="store_true", default=None,
