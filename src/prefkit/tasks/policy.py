@@ -49,34 +49,19 @@ def completion_nll(model, tokenizer, rows: Sequence[dict], batch_size: int = 256
 
 def pretrain(model, tokenizer, rows: Sequence[dict], *, steps: int = 1500, batch_size: int = 64, lr: float = 3e-3,
              seed: int = 0, progress: Callable[[int, float], None] | None = None):
-    """Supervised fine-tuning on `rows` ({"prompt", "completion"}): next-token loss on completion tokens only.
-
-    AdamW with a linear warm-up over the first 5% of steps and linear decay to zero; batches are drawn with a
-    generator seeded by `seed`, so the result is deterministic. `progress(step, loss)` is called after each step.
-    Returns the model, in eval mode.
+    """Supervised fine-tuning on `rows` ({"prompt", "completion"}): next-token loss on completion tokens only, on
+    the shared training engine (prefkit.train.sft). A linear warm-up over the first 5% of steps and linear decay
+    to zero; batches are drawn with a generator seeded by `seed`, so the result is deterministic.
+    `progress(step, loss)` is called after each step. Returns the model, in eval mode.
     """
+    from prefkit.train.sft import SupervisedConfig, supervised_fit
+
     if steps < 1 or batch_size < 1 or not rows:
         raise PrefkitError(f"pretrain needs steps >= 1, batch_size >= 1 and some rows; got {steps}, {batch_size}, "
                            f"{len(rows)} rows")
-    pairs = _rows_to_pairs(tokenizer, rows)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
-    model.train()
-    for step in range(steps):
-        picks = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
-        out = sequence_logps(model, **pad_sequences([pairs[i] for i in picks], tokenizer.pad_token_id, model.device))
-        loss = -out.logps.sum() / out.lengths.sum()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        if progress is not None:
-            progress(step, loss.item())
-    return model.eval()
+    config = SupervisedConfig(steps=steps, batch_size=batch_size, learning_rate=lr, warmup_steps=steps // 20,
+                              seed=seed)
+    return supervised_fit(model, _rows_to_pairs(tokenizer, rows), tokenizer.pad_token_id, config, progress)
 
 
 def reference_model(task, *, seed: int = 0, rows: int = 16384, steps: int = 1500, batch_size: int = 64,
