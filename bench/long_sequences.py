@@ -30,20 +30,24 @@ def child(args) -> None:
     from memory_account import account, setup_model, timeline, train_step
 
     torch.set_num_threads(args.threads)
-    accelerator, model, batches = setup_model(args.model_dir, args.data, args.pairs, "no", "cpu", args.max_length,
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # on a GPU: bf16 autocast, as the other benchmarks
+    accelerator, model, batches = setup_model(args.model_dir, args.data, args.pairs,
+                                              "bf16" if device == "cuda" else "no", device, args.max_length,
                                               gradient_checkpointing=args.checkpointing)
     from prefkit.modeling.logprobs import batch_logps
 
     with torch.no_grad():
         references = [batch_logps(model, b).logps for b in batches]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     start = time.perf_counter()
     train_step(model, optimizer, batches[0], references[0], accelerator)  # also creates the optimizer's state
+    synchronize()
     first = time.perf_counter() - start
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with profile(activities=activities, profile_memory=True, record_shapes=True, with_stack=True) as prof:
         train_step(model, optimizer, batches[1], references[1], accelerator)
-    peaks = account(*timeline(prof, "cpu"))
+    peaks = account(*timeline(prof, device))
     print("RESULT " + json.dumps({"seconds": first, "peak_mb": peaks["step"]["peak"] / MB,
                                   "forward_mb": peaks["forward"]["peak"] / MB,
                                   "tokens": int(batches[0]["packed"].input_ids.numel())}))
