@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prefkit.data.collate import PairExample, UnpairedExample
+from prefkit.data.examples import Example
 from prefkit.data.formats import BadRow, DataFormat, Record, detect_format, parse_row
 from prefkit.data.sources import load_rows
 from prefkit.data.tokenize import Encoded, Encoder, RowProblem
@@ -32,7 +32,7 @@ EVENTS = ("truncated", "prefix_mismatch", "template_mismatch", "eos_appended", "
 @dataclass
 class PreparedData:
     format: DataFormat
-    examples: list[PairExample] | list[UnpairedExample]
+    examples: list[Example]                            # all of one kind (Example.kind)
     stats: dict[str, int]
     fingerprint: str
     source: str = ""
@@ -143,15 +143,14 @@ def describe(name: str, unit: str, problem: BadRow) -> str:
     return f"{where}, field '{problem.field}': {problem.reason}" if problem.field else f"{where}: {problem.reason}"
 
 
-def _pair(record: Record, encoded: Encoded) -> PairExample:
-    return PairExample(encoded.prompt_ids, encoded.completions["chosen"], encoded.completions["rejected"],
-                       record.row, record.numbers.get("weight", 1.0), record.numbers.get("score"),
-                       record.numbers.get("margin"))
+def _pair(record: Record, encoded: Encoded) -> Example:
+    return Example.pair(encoded.prompt_ids, encoded.completions["chosen"], encoded.completions["rejected"],
+                        record.row, **record.numbers)
 
 
-def _unpaired(record: Record, encoded: Encoded) -> UnpairedExample:
-    return UnpairedExample(encoded.prompt_ids, encoded.completions["completion"], record.label, record.row,
-                           record.numbers.get("weight", 1.0), record.numbers.get("score"))
+def _unpaired(record: Record, encoded: Encoded) -> Example:
+    return Example.single(encoded.prompt_ids, encoded.completions["completion"], record.label, record.row,
+                          **record.numbers)
 
 
 _EXAMPLE_MAKERS = {"preference": _pair, "unpaired": _unpaired}
