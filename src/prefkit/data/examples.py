@@ -67,6 +67,28 @@ class Example:
         return self.completions[0]
 
 
+def all_pairs(ranked: Example) -> list[Example]:
+    """Every two completions of a ranked list whose scores differ, the better one chosen: K(K-1)/2 pairs less
+    the tied ones."""
+    scores, k = ranked.completion_scores, len(ranked.completions)
+    return [_pair_of(ranked, i, j) for i in range(k) for j in range(i + 1, k) if scores[i] > scores[j]]
+
+
+def best_vs_worst(ranked: Example) -> list[Example]:
+    """The best completion against the worst, or no pair when every score is the same. Among tied best ones the
+    first in the row's order is the best, among tied worst ones the last is the worst (the list's stable order)."""
+    last = len(ranked.completions) - 1
+    return [_pair_of(ranked, 0, last)] if ranked.completion_scores[0] > ranked.completion_scores[last] else []
+
+
+LIST_PAIRS = {"all": all_pairs, "best_vs_worst": best_vs_worst}  # how a ranked list feeds a pairwise loss
+
+
+def _pair_of(ranked: Example, i: int, j: int) -> Example:
+    return Example.pair(ranked.prompt_ids, ranked.completions[i], ranked.completions[j], ranked.row,
+                        weight=ranked.weight, score=ranked.score, margin=ranked.margin)
+
+
 @dataclass
 class Batch:
     """B examples of K completions each: [K·B, T] long tensors, completion k of example b at row k·B + b, right

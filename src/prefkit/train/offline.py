@@ -32,7 +32,7 @@ from prefkit.train.model_card import save_final
 from prefkit.train.console import Console
 from prefkit.train.tracking import Tracker, external_trackers
 
-FEEDS = {"pair": "pairs", "single": "labelled"}  # Example.kind -> the loss kind it feeds (prefkit.losses.KINDS)
+FEEDS = {"pair": "pairs", "single": "labelled", "list": "lists"}  # Example.kind -> the loss kind it feeds (KINDS)
 
 
 def resolve_reference(config: TrainConfig, objective: losses.Objective) -> str:
@@ -216,7 +216,9 @@ def close(run: Run) -> None:
 def _data(config: TrainConfig, tokenizer, run_dir: Path | None, objective: losses.Objective, given=(None, None)):
     """(training data, evaluation data or None), tokenized, from the config's sources or the datasets `given`;
     the training data must be of a kind that feeds the objective. Skipped bad rows are recorded in `run_dir`."""
-    options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows)
+    # scored lists stay whole for a listwise loss, else become pairs as `list_pairs` says
+    options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows,
+                   list_pairs=None if "lists" in objective.kinds else config.list_pairs)
     source = config.data if given[0] is None else given[0]
     eval_source = config.eval_data if given[1] is None else given[1]
     train = prepare(source, tokenizer, split=config.split, run_dir=run_dir, **options)
