@@ -62,9 +62,9 @@ def main() -> None:
     positions = {"TRL layout (prompt+chosen, prompt+rejected rows, padded)": 0, "packed": 0}
     saved = {"padded rows": 0, "packed": 0, "packed + fused modules": 0}
     for step in range(args.batches):
-        batch = collate(examples, order.indices(step), tokenizer.pad_token_id, True, "cpu")
-        positions["TRL layout (prompt+chosen, prompt+rejected rows, padded)"] += batch["input_ids"].numel()
-        positions["packed"] += batch["packed"].input_ids.numel()
+        batch = collate(examples, order.indices(step), tokenizer.pad_token_id, "cpu")
+        positions["TRL layout (prompt+chosen, prompt+rejected rows, padded)"] += batch.input_ids.numel()
+        positions["packed"] += batch.packed.input_ids.numel()
         saved["padded rows"] += saved_activation_bytes(plain, batch, packing=False)
         saved["packed"] += saved_activation_bytes(plain, batch, packing=True)
         saved["packed + fused modules"] += saved_activation_bytes(fused, batch, packing=True)
@@ -88,7 +88,7 @@ def profile_steps(model, examples, order, pad_token_id: int, steps: int) -> None
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
 
     def step(m: int) -> None:
-        batch_logps(model, collate(examples, order.indices(m), pad_token_id, True, "cpu")).logps.sum().backward()
+        batch_logps(model, collate(examples, order.indices(m), pad_token_id, "cpu")).logps.sum().backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

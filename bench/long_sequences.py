@@ -50,7 +50,7 @@ def child(args) -> None:
     peaks = account(*timeline(prof, device))
     print("RESULT " + json.dumps({"seconds": first, "peak_mb": peaks["step"]["peak"] / MB,
                                   "forward_mb": peaks["forward"]["peak"] / MB,
-                                  "tokens": int(batches[0]["packed"].input_ids.numel())}))
+                                  "tokens": int(batches[0].packed.input_ids.numel())}))
 
 
 def main() -> None:

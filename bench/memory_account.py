@@ -49,7 +49,7 @@ def setup_model(model_dir, data, batch: int, mixed_precision: str, device: str, 
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=device == "cpu")
     model = load_model(str(model_dir), gradient_checkpointing=gradient_checkpointing).to(accelerator.device).train()
     order = BatchOrder(len(examples), batch, 1, 0, 0)
-    batches = [collate(examples, order.indices(m), tokenizer.pad_token_id, True, accelerator.device)
+    batches = [collate(examples, order.indices(m), tokenizer.pad_token_id, accelerator.device)
                for m in range(2)]  # a warm-up step's, the profiled step's
     return accelerator, model, batches
 
@@ -64,8 +64,8 @@ def train_step(model, optimizer, batch, reference_logps, accelerator) -> float:
         with record_function("## forward"):
             out = batch_logps(model, batch)
         with record_function("## loss"):
-            inputs = loss_inputs(out.logps, out.lengths, reference_logps, batch, True)
-            loss = (losses.evaluate("dpo", **inputs).losses * batch["weights"]).mean()
+            inputs = loss_inputs(out.logps, out.lengths, reference_logps, batch)
+            loss = (losses.evaluate("dpo", **inputs).losses * batch.weights).mean()
         with record_function("## backward"):
             accelerator.backward(loss)
     with record_function("## clip"):
@@ -137,14 +137,14 @@ def report(args, model, optimizer, batch, saved, accounted, loss, seconds) -> No
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     state = sum(t.numel() * t.element_size() for s in optimizer.state.values() for t in s.values()
                 if torch.is_tensor(t))
-    completion_tokens = int(batch["packed"].targets.numel())
+    completion_tokens = int(batch.packed.targets.numel())
     vocab = model.get_output_embeddings().weight.shape[0]
     full_logits = completion_tokens * vocab * 4
     budget = 2 * weights + state + saved + full_logits // 10
     print(f"size {args.size} {SIZES[args.size]} batch {args.batch} mixed_precision {args.mixed_precision} "
           f"device {args.device} torch {torch.__version__}; load {Path('/proc/loadavg').read_text().split()[:3]}")
-    print(f"  completion tokens {completion_tokens}, packed positions {batch['packed'].input_ids.numel()}, "
-          f"padded positions {batch['input_ids'].numel()}; loss {loss:.4f}; profiled step {seconds:.1f} s")
+    print(f"  completion tokens {completion_tokens}, packed positions {batch.packed.input_ids.numel()}, "
+          f"padded positions {batch.input_ids.numel()}; loss {loss:.4f}; profiled step {seconds:.1f} s")
     print(f"  weights {weights / MB:.0f} MB, gradients {weights / MB:.0f} MB, optimizer state {state / MB:.0f} MB, "
           f"saved activations {saved / MB:.0f} MB, full completion logits {full_logits / MB:.0f} MB")
     print(f"  budget (weights + gradients + state + saved + 10% logits) {budget / MB:.0f} MB")

@@ -57,8 +57,9 @@ def test_a_mixture_reports_bad_rows_of_every_source_at_once_and_records_them(wor
 
 def test_a_mixture_of_pairs_and_unpaired_rows_is_refused(workspace, tok, tmp_path):
     unpaired = write_unpaired(tmp_path / "u.jsonl")
-    with pytest.raises(PrefkitError, match="a mixture must be all preference or all unpaired data"):
+    with pytest.raises(PrefkitError, match="a mixture must give examples of one kind") as error:
         prepare([{"path": workspace["data"]}, {"path": str(unpaired)}], tok)
+    assert "(pairs)" in str(error.value) and "(single completions)" in str(error.value)
 
 
 def test_nothing_skipped_writes_no_skipped_rows_file(workspace, tok, tmp_path):

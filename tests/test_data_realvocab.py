@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from prefkit.data import collate_pairs, prepare
+from prefkit.data import collate, prepare
 
 quicktok = pytest.importorskip("quicktok", reason="the real-vocabulary test needs `pip install quicktok-v1`")
 
@@ -136,5 +136,5 @@ def test_standard_text_merges_across_the_boundary_on_a_real_vocabulary(tmp_path,
     assert plain.prompt_ids + plain.chosen_ids == ids("The capital of France is Paris.") + [qwen.eos_token_id]
     assert qwen.decode(punctuation.prompt_ids + punctuation.chosen_ids) == "Say hi!!!! hi<|im_end|>"
     assert qwen.bos_token_id is None and spaced.prompt_ids[0] == ids("The")[0]  # Qwen has no BOS: none added
-    batch = collate_pairs(data.examples, qwen.pad_token_id)
-    assert batch["input_ids"][0][batch["completion_mask"][0].bool()].tolist() == spaced.chosen_ids
+    batch = collate(data.examples, qwen.pad_token_id)
+    assert batch.input_ids[0][batch.completion_mask[0].bool()].tolist() == spaced.chosen_ids

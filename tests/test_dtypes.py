@@ -26,6 +26,8 @@ def _value(name: str, g: torch.Generator):
         mask = torch.rand(B, T, generator=g) > 0.3
         mask[:, 0] = True
         return mask
+    if name.endswith("list_logps"):  # ranked lists [B, K], K = 3
+        return -torch.rand(B, 3, generator=g, dtype=torch.float64) * 20 - 1
     if name.endswith(("_token_logps", "_token_kl")):
         return -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
     if name.endswith("_logps"):
@@ -84,11 +86,11 @@ def test_a_bf16_autocast_training_step_tracks_fp32(task, tokenizer):
 
     from prefkit.train.engine import Engine, PolicyLogps
     from prefkit.train.batches import collate, loss_inputs
-    from prefkit.data import PairExample
+    from prefkit.data import Example
     from prefkit.tasks import encode_completion, encode_prompt
 
     prompts = task.prompts("cyclic", split="train")[:4]
-    examples = [PairExample(encode_prompt(tokenizer, p), encode_completion(tokenizer, task.canonical(p)[0]),
+    examples = [Example.pair(encode_prompt(tokenizer, p), encode_completion(tokenizer, task.canonical(p)[0]),
                             encode_completion(tokenizer, task.canonical(p)[1]), i) for i, p in enumerate(prompts)]
     config = SimpleNamespace(learning_rate=1e-2, weight_decay=0.0, schedule="constant", warmup_steps=0,
                              max_grad_norm=None, max_nonfinite_steps=2)
@@ -101,12 +103,12 @@ def test_a_bf16_autocast_training_step_tracks_fp32(task, tokenizer):
         before = {k: v.clone() for k, v in model.state_dict().items()}
         accelerator = make_accelerator(precision)
         engine = Engine(accelerator, PolicyLogps(model, 1024, True), config, total_steps=1)
-        batch = collate(examples, range(4), tokenizer.pad_token_id, True, accelerator.device)
+        batch = collate(examples, range(4), tokenizer.pad_token_id, accelerator.device)
         reference = torch.full((8,), -5.0)
 
         def loss_of(policy, batch):
             logps, lengths = policy(batch)
-            result = objective(loss_inputs(logps, lengths, reference, batch, True))
+            result = objective(loss_inputs(logps, lengths, reference, batch))
             return result.losses.mean(), {"loss": result.losses.mean().item()}
 
         update = engine.step(1, [batch], 1, loss_of)

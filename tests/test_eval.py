@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from prefkit.data.collate import PairExample
+from prefkit.data.examples import Example
 from prefkit.errors import PrefkitError
 from prefkit.eval import entropy, ranking
 from prefkit.eval.entanglement import entanglement_metrics, gradient_entanglement, pair_gradients, regimes
@@ -93,8 +93,8 @@ def test_entanglement_regimes_on_numbers():
 
 
 def pair(tokenizer, prompt, chosen, rejected, row=1):
-    return PairExample(encode_prompt(tokenizer, prompt), encode_completion(tokenizer, chosen),
-                       encode_completion(tokenizer, rejected), row)
+    return Example.pair(encode_prompt(tokenizer, prompt), encode_completion(tokenizer, chosen),
+                        encode_completion(tokenizer, rejected), row)
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def _groups(sizes, seed=3):
 
 def _padded(groups):
     """The same completions as right-padded prompt+completion rows, in packing's row order (completion-major)."""
-    from prefkit.data.collate import pad_sequences
+    from prefkit.data.examples import pad_sequences
 
     k = len(groups[0][1])
     return pad_sequences([(prompt, completions[j]) for j in range(k) for prompt, completions in groups], 0)
@@ -105,7 +105,7 @@ def test_models_that_cannot_pack_use_the_padded_forward(model):
     from prefkit.modeling.logprobs import batch_logps
     from prefkit.modeling.packing import pack, supports_packing
     from prefkit.train.batches import collate
-    from prefkit.data import PairExample
+    from prefkit.data import Example
 
     eager = tiny_llama(97, hidden_size=32, seed=0).double()
     eager.config._attn_implementation = "eager"
@@ -115,8 +115,8 @@ def test_models_that_cannot_pack_use_the_padded_forward(model):
     windowed.config.sliding_window = 4  # rows are longer than the window: causal attention would ignore it
     assert not supports_packing(windowed, pack(groups))
 
-    examples = [PairExample(p, c, r, row=i) for i, (p, (c, r)) in enumerate(groups)]
-    batch = collate(examples, [0, 1], 0, True, "cpu")
+    examples = [Example.pair(p, c, r, row=i) for i, (p, (c, r)) in enumerate(groups)]
+    batch = collate(examples, [0, 1], 0, "cpu")
     assert batch_logps(eager, batch).logps.tolist() == pytest.approx(
         batch_logps(model, batch).logps.tolist(), rel=1e-6)  # eager runs its softmax in float32
 
@@ -183,3 +183,26 @@ def test_layers_that_mix_tokens_outside_attention_are_never_packed():
     assert "outside its prompt" in plan(model).packing_note
     groups = _groups([(3, [4, 5]), (2, [1, 6])])
     assert torch.equal(score(model, groups), score(model, groups, packing=False))
+
+
+def test_ranked_lists_of_three_score_the_same_packed_padded_and_from_the_precomputed_table(model):
+    """K = 3 lists through the training path: collate -> batch_logps (packed and padded) -> loss_inputs [B, K],
+    and a precomputed [N, K] reference table read back in the batch's row order."""
+    from prefkit.data import Example
+    from prefkit.modeling import score
+    from prefkit.modeling.logprobs import batch_logps
+    from prefkit.modeling.reference import Precomputed
+    from prefkit.train.batches import collate, loss_inputs
+
+    groups = _groups([(3, [4, 2, 5]), (2, [1, 6, 3]), (5, [2, 2, 4])])
+    examples = [Example.ranked(p, c, scores=[3, 2, 1], row=i) for i, (p, c) in enumerate(groups)]
+    batch = collate(examples, [2, 0], 0, "cpu")
+    packed, padded = batch_logps(model, batch), batch_logps(model, batch, packing=False)
+    assert packed.logps.tolist() == pytest.approx(padded.logps.tolist(), rel=1e-12)  # float64 model
+    assert packed.lengths.tolist() == padded.lengths.tolist()
+    table = score(model, groups, packing=False).view(3, 3)  # [N, K]: example by example
+    inputs = loss_inputs(packed.logps, packed.lengths, Precomputed(table, False, None).logps(batch), batch)
+    torch.testing.assert_close(inputs["list_logps"], table[[2, 0]], rtol=1e-12, atol=0)
+    torch.testing.assert_close(inputs["ref_list_logps"], table[[2, 0]], rtol=0, atol=0)
+    assert inputs["list_lengths"].tolist() == [[2, 2, 4], [4, 2, 5]]
+    assert "chosen_logps" not in inputs  # K = 3: no pair view

@@ -22,8 +22,10 @@ def pairs(n=8, seed=0):
 
 def test_the_kinds_that_feed_a_loss_are_declared_and_provide_its_inputs():
     provided = {"pairs": {"chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
-                          "chosen_lengths", "rejected_lengths"},
+                          "chosen_lengths", "rejected_lengths",
+                          "list_logps", "ref_list_logps", "list_lengths"},  # a pair is a ranked list of two
                 "labelled": {"logps", "ref_logps", "labels"},
+                "lists": {"list_logps", "ref_list_logps", "list_lengths"},
                 "selfplay-pairs": {"chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps",
                                    "chosen_lengths", "rejected_lengths", "prev_chosen_logps", "prev_rejected_logps"},
                 "selfplay-singles": {"logps", "prev_logps", "ref_logps", "winrate", "advantages", "preference"}}

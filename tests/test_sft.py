@@ -3,7 +3,7 @@ transformers' linear warm-up schedule written out by hand, on the task's pre-tra
 
 import torch
 
-from prefkit.data.collate import pad_sequences
+from prefkit.data.examples import pad_sequences
 from prefkit.modeling.generation import encode_completion, encode_prompt
 from prefkit.modeling.logprobs import sequence_logps
 from prefkit.train.sft import SupervisedConfig, supervised_fit

@@ -3,6 +3,7 @@ final model format, config errors."""
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from prefkit.cli import main
 from prefkit.train.config import load_config
 from prefkit.train.offline import fit
 from prefkit.train.tracking import read_metrics
-from train_fixtures import killed_after_first_save, write_preferences, write_tiny_model, write_unpaired
+from train_fixtures import (killed_after_first_save, write_preferences, write_scored_lists, write_tiny_model,
+                            write_unpaired)
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +114,21 @@ def test_mixture_from_the_command_line(workspace, tmp_path, capsys):
     assert "loss/sft" in read_metrics(tmp_path)[-1]
 
 
+def test_scored_lists_train_listwise_or_as_pairs_from_the_command_line(workspace, tmp_path):
+    lists = str(write_scored_lists(tmp_path / "lists.jsonl", n=8, k=3))
+    base = ["train", "--model", workspace["model"], "--data", lists, "--max-steps", "1", "batch_size=4",
+            f"cache_dir={workspace['cache']}", "progress=false"]
+    assert main(base + ["--loss", "plackett_luce", "--output-dir", str(tmp_path / "listwise")]) == 0
+    # policy = reference at step 0: every ranking of 3 is equally likely, -log P = log 3! for each list
+    assert read_metrics(tmp_path / "listwise")[1]["loss"] == pytest.approx(math.log(6), abs=1e-5)
+    assert main(base + ["--loss", "dpo", "list_pairs=best_vs_worst", "--output-dir", str(tmp_path / "pairs")]) == 0
+    assert read_metrics(tmp_path / "pairs")[1]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert main(base + ["--loss", "kto", "--output-dir", str(tmp_path / "kto")]) == 2  # lists cannot feed KTO
+
+
 @pytest.mark.parametrize("args, message", [
     (["learning_rat=1e-3"], "unknown key 'learning_rat'; did you mean 'learning_rate'"),
+    (["list_pairs=some"], "'list_pairs' must be one of all, best_vs_worst (got 'some')"),
     (["loss_params.betta=0.1"], "betta"),
     (["--loss", "dpoo"], "unknown loss 'dpoo'"),
     (["reference=sideways"], "reference"),

@@ -38,6 +38,18 @@ def write_unpaired(path: Path, n: int = 16, seed: int = 0) -> Path:
     return path
 
 
+def write_scored_lists(path: Path, n: int = 8, k: int = 3, seed: int = 0) -> Path:
+    """{"prompt", "completions", "scores"} rows of K distinct completions with distinct scores."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        completions = [" ".join(rng.choices(WORDS, k=rng.randint(2, 4))) + " x" * i for i in range(k)]
+        rows.append({"prompt": "say " + " ".join(rng.choices(WORDS, k=2)), "completions": completions,
+                     "scores": rng.sample(range(10), k)})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return path
+
+
 def tiny_workspace(root: Path) -> dict[str, str]:
     """A tiny model, preference pairs and unpaired rows under `root`, by name."""
     return {"model": str(write_tiny_model(root / "model")), "data": str(write_preferences(root / "prefs.jsonl")),

@@ -166,4 +166,4 @@ def _prepared(data, tokenizer, config):
     from prefkit.data import prepare
 
     return prepare(data, tokenizer, split=config.eval_split, max_length=config.max_length,
-                   truncation=config.truncation)
+                   truncation=config.truncation, list_pairs=config.list_pairs)

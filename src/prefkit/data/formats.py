@@ -5,6 +5,9 @@ The accepted formats are TRL's, so data sets made for TRL load as they are:
 - preference, explicit prompt:  {"prompt", "chosen", "rejected"}
 - preference, implicit prompt:  {"chosen", "rejected"}  (the shared prefix becomes the prompt)
 - unpaired:                     {"prompt", "completion", "label": bool}
+- scored list:                  {"prompt", "completions": [...], "scores": [numbers]}, or UltraFeedback's
+                                {"prompt" | "instruction", "completions": [{"response" | "text",
+                                "overall_score" | "score"}, ...]}: K >= 2 completions of one prompt, each scored
 
 each either *standard* (strings) or *conversational* (lists of {"role", "content"} messages), with optional
 per-row "score", "margin" and "weight" (finite numbers). The format is detected once from the columns; each
@@ -22,19 +25,25 @@ from dataclasses import dataclass, field
 from prefkit.errors import PrefkitError
 
 # The fields that hold completions, by kind; their presence in the columns decides the kind.
-COMPLETION_FIELDS = {"preference": ("chosen", "rejected"), "unpaired": ("completion",)}
+COMPLETION_FIELDS = {"preference": ("chosen", "rejected"), "unpaired": ("completion",), "scored-list": ("completions",)}
 # Columns a kind cannot do without (the prompt is optional only for preference data: then it is implicit).
-REQUIRED_COLUMNS = {"preference": ("chosen", "rejected"), "unpaired": ("prompt", "completion", "label")}
+REQUIRED_COLUMNS = {"preference": ("chosen", "rejected"), "unpaired": ("prompt", "completion", "label"),
+                    "scored-list": ("prompt", "completions")}
+# A scored list's completion may be an object (UltraFeedback's layout): its text and its score, first key found.
+ITEM_TEXT_KEYS, ITEM_SCORE_KEYS = ("response", "text"), ("overall_score", "score")
+LIST_PROMPT_FIELDS = ("prompt", "instruction")  # UltraFeedback names the prompt `instruction`
 NUMBER_FIELDS = {"score": None, "margin": None, "weight": 0.0}  # optional numeric fields and their minimum
 
 
 @dataclass(frozen=True)
 class DataFormat:
-    """preference|unpaired, explicit|implicit prompt, standard|conversational."""
+    """preference|unpaired|scored-list, explicit|implicit prompt, standard|conversational; `prompt_field` is the
+    column that holds an explicit prompt."""
 
     kind: str
     prompt: str
     style: str
+    prompt_field: str = "prompt"
 
     def __str__(self) -> str:
         return f"{self.kind}, {self.prompt} prompt, {self.style}"
@@ -59,6 +68,7 @@ class Record:
     completions: dict[str, str | list[dict]]
     label: bool | None = None
     numbers: dict[str, float] = field(default_factory=dict)  # score / margin / weight, those given
+    scores: list[float] | None = None  # a scored list's: one per completion, in the row's order
 
 
 def detect_format(rows: list[tuple[int, object]], source: str) -> DataFormat:
@@ -71,22 +81,35 @@ def detect_format(rows: list[tuple[int, object]], source: str) -> DataFormat:
     if len(kinds) != 1:
         raise PrefkitError(
             f"{source}: cannot tell the format from the columns {sorted(columns)}: expected preference rows "
-            "(prompt, chosen, rejected; prompt optional) or unpaired rows (prompt, completion, label)")
+            "(prompt, chosen, rejected; prompt optional), unpaired rows (prompt, completion, label) or scored "
+            "lists (prompt, completions, scores)")
     kind = kinds[0]
-    missing = [name for name in REQUIRED_COLUMNS[kind] if name not in columns]
+    fields = LIST_PROMPT_FIELDS if kind == "scored-list" else ("prompt",)
+    prompt_field = next((name for name in fields if name in columns), "prompt")
+    present = columns | {"prompt"} if prompt_field in columns else columns
+    missing = [name for name in REQUIRED_COLUMNS[kind] if name not in present]
     if missing:
         raise PrefkitError(f"{source}: {kind} data needs the column(s) {', '.join(missing)}; "
                            f"found {', '.join(sorted(columns))}")
-    first_field = COMPLETION_FIELDS[kind][0]
-    first = next((raw[first_field] for raw in dicts if isinstance(raw.get(first_field), (str, list))), "")
+    first = next((text for text in (_first_completion(raw, kind) for raw in dicts) if isinstance(text, (str, list))),
+                 "")
     style = "conversational" if isinstance(first, list) else "standard"
-    return DataFormat(kind, "explicit" if "prompt" in columns else "implicit", style)
+    return DataFormat(kind, "explicit" if prompt_field in columns else "implicit", style, prompt_field)
+
+
+def _first_completion(raw: dict, kind: str):
+    value = raw.get(COMPLETION_FIELDS[kind][0])
+    if kind == "scored-list":
+        return _item_text(value[0]) if isinstance(value, list) and value else None
+    return value
 
 
 def parse_row(raw: object, row: int, fmt: DataFormat) -> tuple[Record | None, list[BadRow]]:
     """The row as a `Record`, or every problem found in it."""
     if not isinstance(raw, dict):
         return None, [BadRow(row, None, f"expected an object with named fields, got {type(raw).__name__}")]
+    if fmt.kind == "scored-list":
+        return _parse_list(raw, row, fmt)
     problems: list[BadRow] = []
     names = (("prompt",) if fmt.prompt == "explicit" else ()) + COMPLETION_FIELDS[fmt.kind]
     for name in names:
@@ -96,14 +119,8 @@ def parse_row(raw: object, row: int, fmt: DataFormat) -> tuple[Record | None, li
     label = raw.get("label")
     if fmt.kind == "unpaired" and not isinstance(label, bool):
         problems.append(BadRow(row, "label", "missing" if label is None else f"expected true or false, got {label!r}"))
-    numbers = {}
-    for name, minimum in NUMBER_FIELDS.items():
-        value = raw.get(name)
-        reason = _check_number(name, value, minimum)
-        if reason:
-            problems.append(BadRow(row, name, reason))
-        elif value is not None:
-            numbers[name] = float(value)
+    numbers, number_problems = _numbers(raw, row)
+    problems += number_problems
     if problems:
         return None, problems
 
@@ -121,6 +138,68 @@ def parse_row(raw: object, row: int, fmt: DataFormat) -> tuple[Record | None, li
         if problems:
             return None, problems
     return Record(row, prompt, completions, label if fmt.kind == "unpaired" else None, numbers), []
+
+
+def _numbers(raw: dict, row: int) -> tuple[dict[str, float], list[BadRow]]:
+    """The row's optional score / margin / weight, and the problems with them."""
+    numbers, problems = {}, []
+    for name, minimum in NUMBER_FIELDS.items():
+        value = raw.get(name)
+        reason = _check_number(name, value, minimum)
+        if reason:
+            problems.append(BadRow(row, name, reason))
+        elif value is not None:
+            numbers[name] = float(value)
+    return numbers, problems
+
+
+def _parse_list(raw: dict, row: int, fmt: DataFormat) -> tuple[Record | None, list[BadRow]]:
+    """A scored list: at least two completions, each with a finite score (from `scores`, or from the completion
+    object's own key), no two the same. Problems name the field: completions[2], scores[0],
+    completions[1].overall_score."""
+    problems = [BadRow(row, fmt.prompt_field, reason) for reason in
+                [_check_text(raw.get(fmt.prompt_field), fmt.style, is_prompt=True)] if reason]
+    numbers, number_problems = _numbers(raw, row)
+    problems += number_problems
+    items, scores = raw.get("completions"), raw.get("scores")
+    if not isinstance(items, list) or len(items) < 2:
+        return None, problems + [BadRow(row, "completions", "expected a list of at least 2 completions, got "
+                                                            f"{items!r:.60}")]
+    if scores is not None and (not isinstance(scores, list) or len(scores) != len(items)):
+        return None, problems + [BadRow(row, "scores", f"expected a list of {len(items)} numbers (one per "
+                                                       f"completion), got {scores!r:.60}")]
+    if scores is None and not all(isinstance(item, dict) for item in items):
+        return None, problems + [BadRow(row, "scores", "missing: give a 'scores' list, or completions as objects "
+                                                       f"with one of {', '.join(ITEM_SCORE_KEYS)}")]
+    texts, values = {}, []
+    for i, item in enumerate(items):
+        name, text = f"completions[{i}]", _item_text(item)
+        score_field, score = _item_score(item, i, scores)
+        same = next((other for other, seen in texts.items() if seen == text), None)
+        text_problem = _check_text(text, fmt.style, is_prompt=False) or (same and f"identical to {same}")
+        score_problem = "missing" if score is None else _check_number("score", score, None)
+        problems += [BadRow(row, where, reason) for where, reason in ((name, text_problem), (score_field, score_problem))
+                     if reason]
+        texts[name] = text
+        values.append(score)
+    if problems:
+        return None, problems
+    return Record(row, raw[fmt.prompt_field], texts, None, numbers, [float(v) for v in values]), []
+
+
+def _item_text(item):
+    """A scored list's completion: itself (a string or messages), or its object's text."""
+    if isinstance(item, dict):
+        return next((item[key] for key in ITEM_TEXT_KEYS if key in item), None)
+    return item
+
+
+def _item_score(item, i: int, scores: list | None) -> tuple[str, object]:
+    """(the field that holds completion i's score, the score)."""
+    if scores is not None:
+        return f"scores[{i}]", scores[i]
+    key = next((key for key in ITEM_SCORE_KEYS if key in item), ITEM_SCORE_KEYS[0])
+    return f"completions[{i}].{key}", item.get(key)
 
 
 def split_implicit_prompt(chosen, rejected):

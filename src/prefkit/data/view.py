@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 
-from prefkit.data.collate import PairExample, collate_pairs, collate_unpaired
+from prefkit.data.examples import Example, collate
 from prefkit.data.pipeline import PreparedData, describe
 
 RESET, DIM = "\033[0m", "\033[2m"
@@ -29,25 +29,31 @@ def legend(color: bool) -> str:
             f"{ROLES['padding'][0]}padding/masked{RESET}  {SPECIAL_COLOR}special{RESET} token  {DIM}|{RESET} boundary")
 
 
-def show_example(example, tokenizer, pad_token_id: int, color: bool) -> list[str]:
-    """Each sequence of the example's batch (prompt+chosen and prompt+rejected, or prompt+completion)."""
-    if isinstance(example, PairExample):
-        batch, titles = collate_pairs([example], pad_token_id), ("prompt + chosen", "prompt + rejected")
-    else:
-        batch = collate_unpaired([example], pad_token_id)
-        titles = (f"prompt + completion (label {'desirable' if example.label else 'undesirable'})",)
+def show_example(example: Example, tokenizer, pad_token_id: int, color: bool) -> list[str]:
+    """Each sequence of the example's batch (prompt+chosen and prompt+rejected, prompt+completion, or each
+    completion of a ranked list)."""
+    batch = collate([example], pad_token_id)
+    titles = _titles(example)
     # Control tokens of a chat template (<|user|>, <|im_start|>) are added tokens marked special, but are not
     # all in all_special_ids.
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     lines = []
     for row, title in enumerate(titles):
-        ids = batch["input_ids"][row].tolist()
-        roles = [_role(int(a), int(c)) for a, c in zip(batch["attention_mask"][row], batch["completion_mask"][row])]
+        ids = batch.input_ids[row].tolist()
+        roles = [_role(int(a), int(c)) for a, c in zip(batch.attention_mask[row], batch.completion_mask[row])]
         counts = {name: roles.count(name) for name in ROLES}
         lines.append(f"{title}: {counts['prompt']} prompt + {counts['completion']} completion tokens, "
                      f"{counts['padding']} padding")
         lines += ["  " + run for run in _runs(ids, roles, tokenizer, special, color)]
     return lines
+
+
+def _titles(example: Example) -> list[str]:
+    if example.kind == "pair":
+        return ["prompt + chosen", "prompt + rejected"]
+    if example.kind == "single":
+        return [f"prompt + completion (label {'desirable' if example.label else 'undesirable'})"]
+    return [f"prompt + completion ranked {k + 1} (score {score:g})" for k, score in enumerate(example.completion_scores)]
 
 
 def histogram(title: str, values: list[int], bins: int = 8, width: int = 40) -> list[str]:
@@ -66,10 +72,12 @@ def histogram(title: str, values: list[int], bins: int = 8, width: int = 40) -> 
 
 
 def length_histograms(data: PreparedData) -> list[str]:
-    fields = ("chosen_ids", "rejected_ids") if data.kind == "preference" else ("completion_ids",)
     lines = histogram("prompt", [len(e.prompt_ids) for e in data.examples])
-    for name in fields:
-        lines += histogram(name.removesuffix("_ids"), [len(getattr(e, name)) for e in data.examples])
+    names = {"pair": ("chosen", "rejected"), "single": ("completion",)}.get(data.examples[0].kind)
+    if names is None:  # ranked lists: every completion of every list
+        return lines + histogram("completion", [len(c) for e in data.examples for c in e.completions])
+    for k, name in enumerate(names):
+        lines += histogram(name, [len(e.completions[k]) for e in data.examples])
     return lines
 
 

@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from prefkit.data.collate import PairExample
+from prefkit.data.examples import Example
 from prefkit.errors import PrefkitError
 from prefkit.eval.ranking import summary
 from prefkit.modeling.logprobs import score
@@ -60,7 +60,7 @@ def regimes(dot, norm_w2, norm_l2) -> dict:
             "entangled": float(np.mean(chosen_rises ^ rejected_falls))}
 
 
-def pair_gradients(model, examples: list[PairExample], pad_token_id: int, *, params: str = "head",
+def pair_gradients(model, examples: list[Example], pad_token_id: int, *, params: str = "head",
                    layers: int = 1) -> dict[str, np.ndarray]:
     """Per pair: ⟨g_w, g_l⟩, ‖g_w‖², ‖g_l‖² over the chosen parameter subset (float64 arrays)."""
     if params not in PARAMETER_SUBSETS:
@@ -74,7 +74,7 @@ def pair_gradients(model, examples: list[PairExample], pad_token_id: int, *, par
             p.requires_grad_(True)
         for example in examples:
             with torch.enable_grad():
-                logps = score(model, [(example.prompt_ids, [example.chosen_ids, example.rejected_ids])],
+                logps = score(model, [(example.prompt_ids, list(example.completions))],
                               packing=False)
                 g_w = torch.autograd.grad(logps[0], subset, retain_graph=True, allow_unused=True)
                 g_l = torch.autograd.grad(logps[1], subset, allow_unused=True)
@@ -105,7 +105,7 @@ def entanglement_metrics(dot, norm_w2, norm_l2) -> dict:
             **regimes(d, w2, l2), "cosines": cosine.tolist()}
 
 
-def gradient_entanglement(model, examples: list[PairExample], pad_token_id: int, *, params: str = "head",
+def gradient_entanglement(model, examples: list[Example], pad_token_id: int, *, params: str = "head",
                           layers: int = 1, max_pairs: int = 64) -> dict:
     """The diagnostic over the first `max_pairs` pairs; `params` picks the subset ('head': the output embedding
     weight, shared with the input embeddings when tied; 'last_layers': every parameter of the last `layers`

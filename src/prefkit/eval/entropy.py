@@ -34,7 +34,7 @@ def token_entropies(model, sequences: Sequence[tuple[list[int], list[int]]], pad
     """For each (prompt ids, completion ids): H(π(· | x, y_<t)) at every completion position t, teacher-forced
     on the completion (the full next-token distribution, not the sampled token's log-prob). The output head runs
     over chunks of positions so that [B, T, V] logits are never held at once."""
-    from prefkit.data.collate import pad_sequences
+    from prefkit.data.examples import pad_sequences
 
     device = next(model.parameters()).device
     head, decoder = model.get_output_embeddings(), model.get_decoder()

@@ -155,7 +155,7 @@ def evaluate_model(model, tokenizer, *, data=None, split: str = "train", referen
                    sections: list[str] | None = None) -> dict:
     """Run every section the inputs allow (or only `sections`) and return a JSON-able dict.
 
-    data: preference pairs (path, PreparedData or list of PairExample; `split` of a hub id or DatasetDict) ->
+    data: preference pairs (path, PreparedData or list of pair Examples; `split` of a hub id or DatasetDict) ->
     ranking, reward margins (with a reference), gradient entanglement. prompts (else the task's eval prompts, else the data's prompts) ->
     generation entropy and lengths; with a reference and a judge -> win rate. task (a SyntheticTask) -> exact
     duality gaps on its cyclic eval prompts, and with a reference the exact win rate against it. The reference model must share `tokenizer`."""

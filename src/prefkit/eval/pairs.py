@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from prefkit.data.collate import PairExample
+from prefkit.data.examples import Example
 from prefkit.errors import PrefkitError
 from prefkit.eval import ranking
 
@@ -24,9 +24,10 @@ class PairLogps:
     len_rejected: np.ndarray
 
 
-def pair_examples(data, tokenizer, max_pairs: int | None = None, split: str = "train") -> list[PairExample]:
-    """The pair examples of `data`: a path or hub id (prefkit.data.prepare, its `split`), a PreparedData, or a
-    list of PairExample; the first `max_pairs` when given (the data set's order is the evaluation's order)."""
+def pair_examples(data, tokenizer, max_pairs: int | None = None, split: str = "train") -> list[Example]:
+    """The pair examples of `data`: a path or hub id (prefkit.data.prepare, its `split`; scored lists become
+    all their pairs), a PreparedData, or a list of pair Examples; the first `max_pairs` when given (the data
+    set's order is the evaluation's order)."""
     if isinstance(data, (list, tuple)):
         examples = list(data)
     elif hasattr(data, "examples"):
@@ -34,14 +35,14 @@ def pair_examples(data, tokenizer, max_pairs: int | None = None, split: str = "t
     else:
         from prefkit.data import prepare
         examples = prepare(data, tokenizer, split=split).examples
-    if not examples or not all(isinstance(e, PairExample) for e in examples):
+    if not examples or not all(e.kind == "pair" for e in examples):
         raise PrefkitError("evaluation data must be paired preference rows (prompt, chosen, rejected); "
                            "unpaired (KTO-style) data has no pairs to rank")
     return examples[:max_pairs] if max_pairs else examples
 
 
 @torch.no_grad()
-def pair_logps(model, examples: list[PairExample], pad_token_id: int, batch_size: int = 32) -> PairLogps:
+def pair_logps(model, examples: list[Example], pad_token_id: int, batch_size: int = 32) -> PairLogps:
     """log π(y_w|x), log π(y_l|x) and their lengths for every pair, batched (prefkit.modeling.score); the
     model's mode is left as is. `pad_token_id` is unused: the engine needs no padding token."""
     from prefkit.modeling import score
@@ -49,10 +50,10 @@ def pair_logps(model, examples: list[PairExample], pad_token_id: int, batch_size
     parts = []
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            groups = [(e.prompt_ids, [e.chosen_ids, e.rejected_ids]) for e in examples[start:start + batch_size]]
+            groups = [(e.prompt_ids, list(e.completions)) for e in examples[start:start + batch_size]]
             parts.append(score(model, groups).double().cpu().numpy().reshape(-1, 2))  # [chosen, rejected] rows
     logps = np.concatenate(parts) if parts else np.zeros((0, 2))
-    lengths = np.array([[len(e.chosen_ids), len(e.rejected_ids)] for e in examples], dtype=np.float64).reshape(-1, 2)
+    lengths = np.array([[len(c) for c in e.completions] for e in examples], dtype=np.float64).reshape(-1, 2)
     return PairLogps(logps[:, 0], logps[:, 1], lengths[:, 0], lengths[:, 1])
 
 

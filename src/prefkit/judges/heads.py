@@ -117,9 +117,10 @@ def antisymmetric_sigmoid(logits: torch.Tensor) -> torch.Tensor:
     return torch.where(logits >= 0, upper, 1.0 - upper)
 
 
-def soft_labels(batch: dict, size: int) -> torch.Tensor:
-    """P(chosen ≻ rejected) per pair: σ(margin) where the batch carries the data's `margin` column (a reward-scale
-    difference, so σ(margin) is the preference a Bradley-Terry rater with that gap states), else 1."""
-    if "margins" in batch:
-        return torch.sigmoid(batch["margins"].double()).to(batch["margins"].dtype)
-    return torch.ones(size, dtype=torch.float32, device=batch["input_ids"].device)
+def soft_labels(batch) -> torch.Tensor:
+    """P(chosen ≻ rejected) per pair of a `prefkit.data.Batch`: σ(margin) where it carries the data's `margin`
+    column (a reward-scale difference, so σ(margin) is the preference a Bradley-Terry rater with that gap
+    states), else 1."""
+    if batch.margins is not None:
+        return torch.sigmoid(batch.margins.double()).to(batch.margins.dtype)
+    return torch.ones(batch.size, dtype=torch.float32, device=batch.input_ids.device)

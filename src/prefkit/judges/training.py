@@ -11,7 +11,7 @@ card, loadable as `reward:PATH` (bt) or `gpm:PATH` (gpm).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prefkit.data import prepare
-from prefkit.data.collate import collate_pairs, pad_sequences
+from prefkit.data.examples import Batch, collate, pad_sequences
 from prefkit.errors import PrefkitError, RunStopped
 from prefkit.io import write_json
 from prefkit.judges.calibration import pair_metrics, plot_reliability, reliability
@@ -47,12 +47,13 @@ class PairLogits(nn.Module):
         super().__init__()
         self.model, self.settings = model, settings
 
-    def forward(self, batch: dict) -> torch.Tensor:
-        outputs = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    def forward(self, batch: "JudgeBatch") -> torch.Tensor:
+        pairs = batch.pairs
+        outputs = self.model(input_ids=pairs.input_ids, attention_mask=pairs.attention_mask).logits
         chosen, rejected = outputs.float().chunk(2)
         prompt = None
-        if "prompt_ids" in batch:  # the gate reads the prompt alone
-            prompt = self.model(input_ids=batch["prompt_ids"], attention_mask=batch["prompt_mask"]).logits.float()
+        if batch.prompts is not None:  # the gate reads the prompt alone
+            prompt = self.model(**batch.prompts).logits.float()
         return preference_logits(chosen, rejected, prompt, self.settings)
 
 
@@ -73,22 +74,34 @@ def load_backbone(config: JudgeTrainConfig, tokenizer, style: str | None = None)
     return add_lora(model, config.lora, task_type="SEQ_CLS") if config.lora else model
 
 
-def pair_batch(examples: list, indices, pad_token_id: int, settings: HeadSettings, device) -> dict:
-    """collate_pairs' batch (chosen rows, then rejected rows), the pairs' labels, and the prompts alone for the
-    gate."""
+@dataclass
+class JudgeBatch:
+    """What the judge trains on: the pairs' batch (chosen rows, then rejected rows), their labels
+    P(chosen ≻ rejected), and the prompts alone (input_ids, attention_mask) when the gate reads them."""
+
+    pairs: Batch
+    labels: torch.Tensor
+    prompts: dict | None = None
+
+    @property
+    def attention_mask(self) -> torch.Tensor:  # the tokens the engine counts
+        return self.pairs.attention_mask
+
+
+def pair_batch(examples: list, indices, pad_token_id: int, settings: HeadSettings, device) -> JudgeBatch:
+    """The pairs `examples[i]` for i in `indices`, their labels, and the prompts alone for the gate, on `device`."""
     chosen = [examples[i] for i in indices]
-    batch = collate_pairs(chosen, pad_token_id)
-    batch["labels"] = soft_labels(batch, len(chosen))
-    if settings.needs_prompt:
-        prompts = pad_sequences([(e.prompt_ids, []) for e in chosen], pad_token_id)
-        batch["prompt_ids"], batch["prompt_mask"] = prompts["input_ids"], prompts["attention_mask"]
-    return {k: v.to(device) for k, v in batch.items()}
+    pairs = collate(chosen, pad_token_id).to(device)
+    prompts = pad_sequences([(e.prompt_ids, []) for e in chosen], pad_token_id, device) if settings.needs_prompt \
+        else None
+    return JudgeBatch(pairs, soft_labels(pairs), None if prompts is None else
+                      {"input_ids": prompts["input_ids"], "attention_mask": prompts["attention_mask"]})
 
 
-def pair_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+def pair_loss(logits: torch.Tensor, batch: JudgeBatch) -> torch.Tensor:
     """The pairwise log-loss: cross-entropy between σ(s) and the label, weighted by the rows' `weight`."""
-    losses = F.binary_cross_entropy_with_logits(logits, batch["labels"].to(logits.dtype), reduction="none")
-    return (losses * batch["weights"].to(logits.dtype)).mean()
+    losses = F.binary_cross_entropy_with_logits(logits, batch.labels.to(logits.dtype), reduction="none")
+    return (losses * batch.pairs.weights.to(logits.dtype)).mean()
 
 
 def fit(config: JudgeTrainConfig) -> Path:
@@ -129,7 +142,7 @@ def _data(config: JudgeTrainConfig, tokenizer, run_dir: Path | None):
     evaluation = prepare(config.eval_data, tokenizer, split=config.eval_split, **options) if config.eval_data \
         else None
     for data in (train, evaluation):
-        if data is not None and data.kind != "preference":
+        if data is not None and data.examples[0].kind != "pair":
             raise PrefkitError(f"a judge learns from preference pairs (prompt, chosen, rejected), but {data.source} "
                                f"holds {data.kind} data")
     return train, evaluation
@@ -170,11 +183,11 @@ class Run:
         console.close()
         self.tracker.close()
 
-    def loss_of(self, judge, batch: dict):
+    def loss_of(self, judge, batch: JudgeBatch):
         """The batch's mean log-loss and its pairwise accuracy."""
         logits = judge(batch)
         loss = pair_loss(logits, batch)
-        accuracy = ((logits > 0) == (batch["labels"] > 0.5)).float().mean().item()
+        accuracy = ((logits > 0) == (batch.labels > 0.5)).float().mean().item()
         return loss, {"loss": loss.item(), "accuracy": accuracy}
 
     def bookkeeping(self, state, total_steps: int, window: Window, console: Console) -> None:
@@ -205,7 +218,7 @@ class Run:
                                self.settings, self.accelerator.device)
             with self.accelerator.autocast():
                 probs.append(antisymmetric_sigmoid(judge(batch).double()).cpu())
-            labels.append(batch["labels"].double().cpu())
+            labels.append(batch.labels.double().cpu())
         judge.train()
         probs, labels = torch.cat(probs).numpy(), torch.cat(labels).numpy()
         metrics = pair_metrics(probs, labels, self.config.calibration_bins)

@@ -198,3 +198,18 @@ def beta_dpo(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
     batch_beta = (beta * (1 + alpha * (selected_mean - m0))).clamp(min=1e-3)
     losses = -F.logsigmoid(batch_beta * h) * mask * (h.numel() / kept)
     return LossOutput(losses, beta * w, beta * l, {"beta_dpo/beta": batch_beta})
+
+
+@register("plackett_luce", aliases=("dpo_listwise",), family="one-sided", feeds=("lists", "pairs"),
+          paper="Rafailov et al. 2023, arXiv 2305.18290 (appendix A.3)")
+def plackett_luce(list_logps, ref_list_logps, *, beta=0.1) -> LossOutput:
+    """DPO on rankings of K completions (Plackett-Luce): -log P(ranking) = -Σ_k log softmax_{j >= k}(r)_k.
+
+    Inputs are [B, K], best first; r = β·(log π − log π_ref) are the implicit rewards. The probability of the
+    ranking is the chance of picking the best completion among all, then the second among the rest, and so on;
+    with K = 2 it is DPO's σ(r_chosen − r_rejected). The rewards logged as chosen / rejected are the best and
+    the worst completion's."""
+    rewards = beta * (list_logps - ref_list_logps)
+    # log Σ_{j >= k} exp(r_j) for every k: a cumulative log-sum-exp from the worst end
+    remaining = torch.logcumsumexp(rewards.flip(-1), dim=-1).flip(-1)
+    return LossOutput(-(rewards - remaining).sum(-1), rewards[:, 0], rewards[:, -1])

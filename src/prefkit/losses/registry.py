@@ -32,11 +32,12 @@ Tensor = torch.Tensor
 
 FAMILIES = ("one-sided", "two-sided", "unpaired", "self-play", "token-level", "regulariser")
 
-# The kinds of examples a trainer builds, and the loss inputs each can give: `prefkit train` feeds "pairs" or
-# "labelled" (by the data), `prefkit selfplay` the self-play kinds.
+# The kinds of examples a trainer builds, and the loss inputs each can give: `prefkit train` feeds "pairs",
+# "labelled" or "lists" (by the data), `prefkit selfplay` the self-play kinds.
 KINDS = {
     "pairs": "offline preference pairs (chosen, rejected)",
     "labelled": "single completions labelled desirable or undesirable",
+    "lists": "ranked lists of K completions of a prompt, best first (scored data kept whole)",
     "selfplay-pairs": "self-play pairs of sampled responses with their preference or win rates",
     "selfplay-singles": "single sampled responses with their win rates",
 }

@@ -98,12 +98,13 @@ def _sum_per_row(per_token: Tensor, rows: Tensor, lengths: Tensor) -> SequenceLo
     return SequenceLogps(logps, lengths.to(per_token.dtype))
 
 
-def batch_logps(model, batch: dict, chunk_size: int = 1024, packing: bool = True) -> SequenceLogps:
-    """Log-probs of a batch from `prefkit.train.batches.collate`: packed when the batch carries the packed layout
-    and the model runs it exactly (`can_pack`), else one padded forward over the concatenated rows."""
-    if packing and "packed" in batch and can_pack(model, batch["packed"]):
-        return packed_logps(model, batch["packed"], chunk_size)
-    return sequence_logps(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], chunk_size)
+def batch_logps(model, batch, chunk_size: int = 1024, packing: bool = True) -> SequenceLogps:
+    """Log-probs of the rows of a `prefkit.data.Batch` (from `prefkit.train.batches.collate`): packed when the
+    batch carries the packed layout and the model runs it exactly (`can_pack`), else one padded forward over the
+    concatenated rows."""
+    if packing and batch.packed is not None and can_pack(model, batch.packed):
+        return packed_logps(model, batch.packed, chunk_size)
+    return sequence_logps(model, batch.input_ids, batch.attention_mask, batch.completion_mask, chunk_size)
 
 
 def score(model, groups: list[tuple[list[int], list[list[int]]]], *, packing: bool = True,

@@ -44,7 +44,7 @@ class PackedBatch:
 def pack(groups: list[tuple[list[int], list[list[int]]]], group_major: bool = False) -> PackedBatch:
     """Pack (prompt ids, [completion ids, ...]) groups. By default each group has the same number K of
     completions and completion k of group g becomes row k·G + g of the outputs: all first completions, then all
-    second ones (chosen, then rejected, as `collate_pairs` orders them). With `group_major`, rows follow the
+    second ones (chosen, then rejected, as `prefkit.data.examples` orders a pair batch). With `group_major`, rows follow the
     groups' own order (group by group, completion by completion) and K may differ between groups."""
     num_groups = len(groups)
     next_row = 0

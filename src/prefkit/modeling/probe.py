@@ -136,7 +136,7 @@ def gathered_logps(logits: Tensor, targets: Tensor) -> Tensor:
 
 def pad_groups(groups: list[tuple[list[int], list[list[int]]]]) -> dict[str, Tensor]:
     """Right-padded prompt + completion rows, group by group, completion by completion (the pad id is masked)."""
-    from prefkit.data.collate import pad_sequences
+    from prefkit.data.examples import pad_sequences
 
     return pad_sequences([(prompt, completion) for prompt, completions in groups for completion in completions], 0)
 

@@ -1,6 +1,6 @@
 """Reference policies for offline losses: precomputed and cached on disk, a frozen copy (with TR-DPO sync),
 the PEFT base model with the adapter disabled, or none. Each answers one question: the reference log-probs
-of a batch's chosen and rejected completions (or of its unpaired completions)."""
+of the completions of a `prefkit.data.Batch`, in its row order (completion k of example b at row k·B + b)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ Tensor = torch.Tensor
 class NoReference:
     """Reference-free losses (SimPO, CPO, ORPO, StaPO's default)."""
 
-    def logps(self, batch: dict[str, Tensor]) -> Tensor | None:
+    def logps(self, batch) -> Tensor | None:
         return None
 
 
@@ -33,7 +33,7 @@ class FrozenCopy:
         self.chunk_size, self.packing = chunk_size, packing
 
     @torch.no_grad()
-    def logps(self, batch: dict[str, Tensor]) -> Tensor:
+    def logps(self, batch) -> Tensor:
         return batch_logps(self.model, batch, self.chunk_size, self.packing).logps
 
     @torch.no_grad()
@@ -50,20 +50,21 @@ class DisabledAdapter:
         self.chunk_size, self.packing = chunk_size, packing
 
     @torch.no_grad()
-    def logps(self, batch: dict[str, Tensor]) -> Tensor:
+    def logps(self, batch) -> Tensor:
         with self.peft_model.disable_adapter():
             return batch_logps(self.peft_model, batch, self.chunk_size, self.packing).logps
 
 
 class Precomputed:
-    """Reference log-probs of every example, computed once before training and looked up by example index."""
+    """Reference log-probs of every example, computed once before training: a [N, K] table (one row per example,
+    its K completions in order) looked up by example index."""
 
     def __init__(self, table: Tensor, cache_hit: bool, path: Path | None):
         self.table, self.cache_hit, self.path = table, cache_hit, path
 
-    def logps(self, batch: dict[str, Tensor]) -> Tensor:
-        rows = self.table[batch["index"].cpu()]  # pairs: [B, 2] -> chosen then rejected, as the batch rows
-        return (rows.t().reshape(-1) if rows.dim() == 2 else rows).to(batch["input_ids"].device)
+    def logps(self, batch) -> Tensor:
+        rows = self.table[batch.index.cpu()]  # [B, K] -> completion-major, as the batch's rows
+        return rows.t().reshape(-1).to(batch.input_ids.device)
 
 
 def model_fingerprint(name_or_path: str) -> str:

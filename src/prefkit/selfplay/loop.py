@@ -137,10 +137,9 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
                                       matrices=labels, enumerated=enumerated,
                                       baseline=0.5 if run.winrates == "exact" else None)
-    tables = _score(folder, model, magnet.model, examples, tokenizer, config, run.per_response)
+    tables = _score(folder, model, magnet.model, examples, tokenizer, config)
     check("samples, judgements and log-prob tables")
-    losses_seen = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, not run.per_response,
-                                seed=t,
+    losses_seen = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t,
                                 stop=stop, loss_params=config.loss_params_at(t))
     check("samples, judgements and log-prob tables")
     if not all_finite(model):
@@ -363,7 +362,7 @@ def _eval_samples(out: Path, t: int, model, tokenizer, prompts, config) -> list[
     return answers
 
 
-def _score(folder, model, magnet_model, examples, tokenizer, config, per_response) -> dict[str, torch.Tensor]:
+def _score(folder, model, magnet_model, examples, tokenizer, config) -> dict[str, torch.Tensor]:
     """Log-probs of the training examples under π_t (the model before this iteration's fit) and π_ref."""
     from safetensors.torch import load_file, save_file
 
@@ -377,8 +376,8 @@ def _score(folder, model, magnet_model, examples, tokenizer, config, per_respons
     options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
                    packing=config.packing, device=model.device)
     indices = range(len(examples))
-    tables = {name: torch.tensor(score_examples(m, examples, indices, tokenizer.pad_token_id, not per_response,
-                                                **options), dtype=torch.float32)
+    tables = {name: torch.tensor(score_examples(m, examples, indices, tokenizer.pad_token_id, **options),
+                                 dtype=torch.float32)
               for name, m in (("prev", model), ("ref", magnet_model))}
     atomic_write(path, lambda tmp: save_file(tables, str(tmp)))
     return tables

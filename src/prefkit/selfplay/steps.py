@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from prefkit import losses
-from prefkit.data import PairExample, UnpairedExample
+from prefkit.data import Example
 from prefkit.modeling.generation import encode_prompt
 from prefkit.train.batches import BatchOrder, collate
 
@@ -38,13 +38,13 @@ def build_examples(prompts, candidates, rates, tokenizer, pairs: str, per_respon
             centre = rates[p].mean() if baseline is None else baseline
             for i, sample in enumerate(group):
                 if sample.ids:
-                    add(UnpairedExample(prompt_ids, sample.ids, True, len(examples)), winrate=rates[p][i],
+                    add(Example.single(prompt_ids, sample.ids, True, len(examples)), winrate=rates[p][i],
                         advantages=rates[p][i] - centre, preference=rates[p][i])
             continue
         for i, j in _pairs(pairs, rates[p], None if enumerated is None else enumerated[p]):
             if group[i].ids == group[j].ids:  # the same answer twice says nothing about the preference
                 continue
-            example = PairExample(prompt_ids, group[i].ids, group[j].ids, len(examples))
+            example = Example.pair(prompt_ids, group[i].ids, group[j].ids, len(examples))
             if pairs == "all" and matrices is not None:
                 add(example, preference=matrices[p][i, j])
             else:
@@ -64,7 +64,7 @@ def _pairs(mode: str, rates: np.ndarray, enumerated: int | None) -> list[tuple[i
     return [(int(ranked[0]), int(second))] if rates[ranked[0]] > rates[second] else []
 
 
-def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, paired: bool, seed: int,
+def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, seed: int,
                   stop=None, loss_params: dict | None = None) -> list[float]:
     """E epochs of the method's loss over this iteration's examples on the training engine
     (prefkit.train.engine), from a fresh AdamW (as the iterative pipelines of SPPO and INPO restart each
@@ -86,10 +86,11 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, pai
 
     def loss_of(policy, batch):
         logps, lengths = policy(batch)
-        index = batch["index"].cpu()
+        index = batch.index.cpu()
         given = {k: v[index].to(logps.device) for k, v in inputs.items()}
-        prev, ref = tables["prev"][index].to(logps.device), tables["ref"][index].to(logps.device)
-        given.update(_model_inputs(logps, lengths, prev, ref, paired))
+        # [B, K] rows of π_t's and the magnet's tables (a table written as [N] before K was explicit: K = 1)
+        prev, ref = (tables[name][index].reshape(len(index), -1).to(logps.device) for name in ("prev", "ref"))
+        given.update(_model_inputs(logps, lengths, prev, ref, batch))
         loss = objective(given).losses.mean()
         return loss, {"loss": loss.item()}
 
@@ -98,7 +99,7 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, pai
     for step in range(total):
         if stop is not None and stop.requested:
             break
-        batch = collate(examples, order.indices(step), tokenizer.pad_token_id, paired, accelerator.device)
+        batch = collate(examples, order.indices(step), tokenizer.pad_token_id, accelerator.device)
         update = engine.step(step + 1, [batch], 1, loss_of)
         if update.applied:
             seen.append(update.metrics["loss"])
@@ -106,10 +107,11 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, pai
     return seen
 
 
-def _model_inputs(logps, lengths, prev, ref, paired: bool) -> dict:
-    """The log-prob inputs of a self-play loss: the policy's, π_t's (`prev`) and the magnet's (`ref`)."""
-    if not paired:
-        return dict(logps=logps, prev_logps=prev, ref_logps=ref)
+def _model_inputs(logps, lengths, prev, ref, batch) -> dict:
+    """The log-prob inputs of a self-play loss: the policy's, π_t's (`prev`) and the magnet's (`ref`), [B, K]
+    tables for single responses (K = 1) or pairs (K = 2)."""
+    if batch.num_completions == 1:
+        return dict(logps=logps, prev_logps=prev[:, 0], ref_logps=ref[:, 0])
     chosen, rejected = logps.chunk(2)
     return dict(chosen_logps=chosen, rejected_logps=rejected, prev_chosen_logps=prev[:, 0],
                 prev_rejected_logps=prev[:, 1], ref_chosen_logps=ref[:, 0], ref_rejected_logps=ref[:, 1],

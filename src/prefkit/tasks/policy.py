@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from prefkit.errors import PrefkitError
-from prefkit.data.collate import pad_sequences
+from prefkit.data.examples import pad_sequences
 from prefkit.modeling.generation import encode_completion, encode_prompt, generate
 from prefkit.modeling.logprobs import sequence_logps
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from prefkit.data import collate_pairs, collate_unpaired
+from prefkit.data.examples import Batch, Example, collate as data_collate
 from prefkit.errors import PrefkitError
 from prefkit.modeling.packing import pack
 
@@ -46,33 +46,36 @@ class BatchOrder:
         return self._perms[epoch][start:start + self.batch_size].tolist()
 
 
-def collate(examples: list, indices: list[int], pad_token_id: int, paired: bool, device) -> dict:
-    """The padded batch of `collate_pairs` / `collate_unpaired`, the example indices, and the packed layout
-    (`prefkit.modeling.packing`) that the log-prob engine prefers."""
+def collate(examples: list[Example], indices: list[int], pad_token_id: int, device) -> Batch:
+    """The `prefkit.data.Batch` of `examples[i]` for i in `indices`, with those indices and the packed layout
+    (`prefkit.modeling.packing`) that the log-prob engine prefers, on `device`."""
     chosen = [examples[i] for i in indices]
-    batch = collate_pairs(chosen, pad_token_id) if paired else collate_unpaired(chosen, pad_token_id)
-    batch["index"] = torch.tensor(indices)
-    batch["packed"] = pack([(e.prompt_ids, [e.chosen_ids, e.rejected_ids] if paired else [e.completion_ids])
-                            for e in chosen])
-    return {k: v.to(device) for k, v in batch.items()}
+    batch = data_collate(chosen, pad_token_id)
+    batch.index = torch.tensor(list(indices))
+    batch.packed = pack([(e.prompt_ids, list(e.completions)) for e in chosen])
+    return batch.to(device)
 
 
-def mismatched(examples: list, indices: list[int]) -> list:
+def mismatched(examples: list[Example], indices: list[int]) -> list[Example]:
     """KTO's KL examples: prompt i with the completion of the next example in data order (fixed, so cacheable)."""
-    return [replace(examples[i], completion_ids=examples[(i + 1) % len(examples)].completion_ids) for i in indices]
+    return [replace(examples[i], completions=examples[(i + 1) % len(examples)].completions) for i in indices]
 
 
-def loss_inputs(logps: Tensor, lengths: Tensor, ref: Tensor | None, batch: dict[str, Tensor],
-                paired: bool) -> dict[str, Tensor]:
-    """The keyword inputs of `prefkit.losses.evaluate` for one batch of policy (and reference) log-probs."""
-    if paired:
-        chosen, rejected = logps.chunk(2)
-        inputs = dict(chosen_logps=chosen, rejected_logps=rejected, chosen_lengths=lengths.chunk(2)[0],
-                      rejected_lengths=lengths.chunk(2)[1])
+def loss_inputs(logps: Tensor, lengths: Tensor, ref: Tensor | None, batch: Batch) -> dict[str, Tensor]:
+    """The keyword inputs of `prefkit.losses.evaluate` for one batch of policy (and reference) log-probs [K·B]:
+    single completions give `logps`, `labels` (and `ref_logps`); K >= 2 completions give the ranked lists
+    `list_logps`, `list_lengths` (and `ref_list_logps`) [B, K], best first, and pairs also their two sides,
+    `chosen_logps`, `rejected_logps`, ... [B]."""
+    if batch.num_completions == 1:
+        inputs = dict(logps=logps, labels=batch.labels)
+        return inputs if ref is None else {**inputs, "ref_logps": ref}
+    inputs = {"list_logps": batch.per_example(logps), "list_lengths": batch.per_example(lengths)}
+    if ref is not None:
+        inputs["ref_list_logps"] = batch.per_example(ref)
+    if batch.num_completions == 2:
+        (chosen, rejected), (chosen_lengths, rejected_lengths) = logps.chunk(2), lengths.chunk(2)
+        inputs.update(chosen_logps=chosen, rejected_logps=rejected, chosen_lengths=chosen_lengths,
+                      rejected_lengths=rejected_lengths)
         if ref is not None:
             inputs.update(ref_chosen_logps=ref.chunk(2)[0], ref_rejected_logps=ref.chunk(2)[1])
-        return inputs
-    inputs = dict(logps=logps, labels=batch["labels"])
-    if ref is not None:
-        inputs["ref_logps"] = ref
     return inputs

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from prefkit.data.examples import LIST_PAIRS
 from prefkit.errors import PrefkitError
 from prefkit.modeling.load import DTYPES
 from prefkit.train.tracking import BACKENDS
@@ -36,7 +37,7 @@ def warmup_steps(config, total_steps: int) -> int:
     `warmup_ratio`: self-play, judges, use `warmup_steps` only)."""
     return config.warmup_steps or math.ceil(getattr(config, "warmup_ratio", 0.0) * total_steps)
 PRECISIONS = ("no", "bf16", "fp16")
-TRAIN_FEEDS = ("pairs", "labelled")  # the example kinds `prefkit train` builds (prefkit.losses.KINDS), by the data
+TRAIN_FEEDS = ("pairs", "labelled", "lists")  # the example kinds `prefkit train` builds (prefkit.losses.KINDS), by the data
 
 
 @dataclass
@@ -56,6 +57,7 @@ class TrainConfig:
     max_length: int = 1024
     truncation: str = "keep_start"
     on_bad_rows: str = "error"
+    list_pairs: str = "all"  # how scored lists feed a pairwise loss: all | best_vs_worst (ties dropped; docs/data.md)
     # reference policy: auto = none for reference-free losses, the disabled adapter with LoRA, else precomputed
     reference: str = "auto"
     ref_sync_steps: int | None = None  # TR-DPO: mix the policy into the reference every N steps (needs copy)
@@ -171,6 +173,7 @@ class TrainConfig:
 TRAIN_REQUIRED = {"model": "--model", "data": "--data", "output_dir": "--output-dir", "loss": "--loss"}
 TRAIN_CHOICES = {"reference": REFERENCE_MODES, "mixed_precision": PRECISIONS,
                  "truncation": ("keep_start", "keep_end", "drop"), "on_bad_rows": ("error", "skip"),
+                 "list_pairs": tuple(LIST_PAIRS),
                  "dtype": tuple(DTYPES), "report_to": BACKENDS, "eval_prefix": ("eval/", "eval_")}
 TRAIN_LIMITS = {"max_length": at_least(2), "ref_sync_steps": at_least(1), "ref_mixup_alpha": within(0, 1),
                 "max_steps": at_least(1), "epochs": above(0), "batch_size": at_least(1), "grad_accum": at_least(1),

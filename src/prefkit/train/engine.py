@@ -120,7 +120,7 @@ class Engine:
                 accelerator.backward(loss / count)
             for key, value in values.items():
                 metrics[key] = metrics.get(key, 0.0) + value / count
-            tokens += int(batch["attention_mask"].sum())
+            tokens += int(batch.attention_mask.sum())
         clip = self.config.max_grad_norm or math.inf
         grad_norm = float(accelerator.clip_grad_norm_(self.params, clip))
         loss = metrics.get("loss", math.nan)

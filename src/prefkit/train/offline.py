@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from prefkit import losses
-from prefkit.data import prepare
+from prefkit.data import Batch, prepare
 from prefkit.eval.curves import write_run_report
 from prefkit.errors import PrefkitError, RunStopped
 from prefkit.io import progress
@@ -23,7 +23,7 @@ from prefkit.modeling.load import check_weights, load_model, load_tokenizer
 from prefkit.modeling import reference as references
 from prefkit.train import checkpoint
 from prefkit.train.batches import BatchOrder, collate, loss_inputs, mismatched
-from prefkit.train.config import TRAIN_FEEDS, TrainConfig
+from prefkit.train.config import TrainConfig
 from prefkit.train.engine import (Checkpoints, Engine, PolicyLogps, Update, Window, make_accelerator, reduce_mean,
                                   reduce_sum)
 from prefkit.train.rundir import open_run
@@ -32,7 +32,7 @@ from prefkit.train.model_card import save_final
 from prefkit.train.console import Console
 from prefkit.train.tracking import Tracker, external_trackers
 
-DATA_KINDS = dict(zip(TRAIN_FEEDS, ("preference", "unpaired")))  # example kind -> prefkit.data's kind
+FEEDS = {"pair": "pairs", "single": "labelled", "list": "lists"}  # Example.kind -> the loss kind it feeds (KINDS)
 
 
 def resolve_reference(config: TrainConfig, objective: losses.Objective) -> str:
@@ -53,7 +53,6 @@ class Run:
     accelerator: object
     output_dir: Path
     objective: losses.Objective
-    paired: bool
     tokenizer: object
     train: object  # prepared training data (prefkit.data.prepare)
     evaluation: object | None
@@ -102,7 +101,6 @@ def setup(config: TrainConfig, *, model=None, tokenizer=None, datasets=(None, No
         tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code,
                                    chat_template=config.chat_template)
     train, evaluation = _data(config, tokenizer, output_dir if main else None, objective, datasets)
-    paired = train.kind == "preference"
     order = BatchOrder(len(train.examples), config.batch_size, accelerator.num_processes,
                        accelerator.process_index, config.seed)
     total_steps = config.total_steps(max(1, order.per_epoch // config.grad_accum))  # checks the warmup too
@@ -112,7 +110,7 @@ def setup(config: TrainConfig, *, model=None, tokenizer=None, datasets=(None, No
                        fuse=config.fuse_modules)
     model.to(accelerator.device)
     mode = resolve_reference(config, objective)
-    build = lambda data: _reference(mode, model, data, config, tokenizer, accelerator, paired, objective)  # noqa: E731
+    build = lambda data: _reference(mode, model, data, config, tokenizer, accelerator, objective)  # noqa: E731
     reference = build(train)
     # computed now, while the weights are still the reference's
     eval_reference = build(evaluation) if evaluation and mode == "precomputed" else reference
@@ -125,7 +123,7 @@ def setup(config: TrainConfig, *, model=None, tokenizer=None, datasets=(None, No
     tracker = Tracker(accelerator, output_dir, asdict(config), enabled=main, trackers=trackers,
                       project=config.project, run_name=config.run_name)
     console = Console(total_steps, state.step, enabled=main and config.progress)
-    run = Run(config, accelerator, output_dir, objective, paired, tokenizer, train, evaluation, order, total_steps,
+    run = Run(config, accelerator, output_dir, objective, tokenizer, train, evaluation, order, total_steps,
               engine, reference, eval_reference, saved, state, tracker, Window(), console)
     console.summary(_summary(run, mode))
     if isinstance(reference, references.Precomputed):
@@ -175,7 +173,7 @@ def train_step(run: Run, stop_requested: bool) -> Update:
     """One optimizer step over `grad_accum` micro-batches of the data's fixed order."""
     config, step = run.config, run.state.step
     micro = [run.order.indices(step * config.grad_accum + m) for m in range(config.grad_accum)]
-    batches = (collate(run.train.examples, indices, run.tokenizer.pad_token_id, run.paired, run.accelerator.device)
+    batches = (collate(run.train.examples, indices, run.tokenizer.pad_token_id, run.accelerator.device)
                for indices in micro)
     loss_of = lambda policy, batch: batch_loss(run, policy, batch, run.train.examples, run.reference)  # noqa: E731
     return run.engine.step(step + 1, batches, config.grad_accum, loss_of, stop_requested=stop_requested,
@@ -218,12 +216,13 @@ def close(run: Run) -> None:
 def _data(config: TrainConfig, tokenizer, run_dir: Path | None, objective: losses.Objective, given=(None, None)):
     """(training data, evaluation data or None), tokenized, from the config's sources or the datasets `given`;
     the training data must be of a kind that feeds the objective. Skipped bad rows are recorded in `run_dir`."""
-    options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows)
+    # scored lists stay whole for a listwise loss, else become pairs as `list_pairs` says
+    options = dict(max_length=config.max_length, truncation=config.truncation, on_bad_rows=config.on_bad_rows,
+                   list_pairs=None if "lists" in objective.kinds else config.list_pairs)
     source = config.data if given[0] is None else given[0]
     eval_source = config.eval_data if given[1] is None else given[1]
     train = prepare(source, tokenizer, split=config.split, run_dir=run_dir, **options)
-    wanted = [DATA_KINDS[k] for k in objective.kinds if k in DATA_KINDS]
-    if train.kind not in wanted:
+    if FEEDS[train.examples[0].kind] not in objective.kinds:
         raise PrefkitError(f"loss {objective.names} needs {' or '.join(losses.KINDS[k] for k in objective.kinds)}, "
                            f"but {train.source} holds {train.kind} data")
     evaluation = prepare(eval_source, tokenizer, split=config.eval_split, **options) if eval_source is not None \
@@ -245,19 +244,19 @@ def _save_final(run: Run) -> Path:
     return final
 
 
-def batch_loss(run: Run, policy, batch: dict, examples: list, reference, training: bool = True):
+def batch_loss(run: Run, policy, batch: Batch, examples: list, reference, training: bool = True):
     """(mean loss, metrics) of one collated batch: policy and reference log-probs -> the objective."""
     logps, lengths = policy(batch)
-    inputs = loss_inputs(logps, lengths, reference.logps(batch), batch, run.paired)
+    inputs = loss_inputs(logps, lengths, reference.logps(batch), batch)
     if run.objective.needs_mismatched:  # KTO's reference point: mismatched (prompt, completion) pairs, no gradient
-        indices = batch["index"].tolist()
-        other = collate(mismatched(examples, indices), range(len(indices)), run.tokenizer.pad_token_id, False,
-                        batch["input_ids"].device)
-        other["index"] = batch["index"] + len(examples)
+        indices = batch.index.tolist()
+        other = collate(mismatched(examples, indices), range(len(indices)), run.tokenizer.pad_token_id,
+                        batch.input_ids.device)
+        other.index = batch.index + len(examples)
         with torch.no_grad():
             inputs.update(mismatched_logps=policy(other)[0], ref_mismatched_logps=reference.logps(other))
     result = run.objective(inputs, training=training)
-    loss = (result.losses * batch["weights"]).mean()
+    loss = (result.losses * batch.weights).mean()
     return loss, {"loss": loss.item(), **{k: v.item() for k, v in result.metrics.items()}}
 
 
@@ -270,7 +269,7 @@ def evaluate_loss(run: Run) -> dict[str, float]:
     totals: dict[str, float] = {}
     for m in progress(range(order.per_epoch), total=order.per_epoch, desc="evaluate"):
         indices = list(range(m * size, (m + 1) * size))
-        batch = collate(data.examples, indices, run.tokenizer.pad_token_id, run.paired, accelerator.device)
+        batch = collate(data.examples, indices, run.tokenizer.pad_token_id, accelerator.device)
         with accelerator.autocast():
             _, metrics = batch_loss(run, run.engine.policy, batch, data.examples, run.eval_reference, training=False)
         for key, value in metrics.items():
@@ -278,12 +277,12 @@ def evaluate_loss(run: Run) -> dict[str, float]:
     return {f"{config.eval_prefix}{k}": v for k, v in reduce_mean(accelerator, totals).items()}
 
 
-def _reference(mode: str, model, data, config, tokenizer, accelerator, paired: bool, objective):
+def _reference(mode: str, model, data, config, tokenizer, accelerator, objective):
     """The reference policy of `mode` (prefkit.modeling.reference) for `data`."""
     if mode == "precomputed":
         from prefkit.train.precompute import precompute_reference
 
-        return precompute_reference(model, data, config, tokenizer, accelerator, paired, objective.needs_mismatched)
+        return precompute_reference(model, data, config, tokenizer, accelerator, objective.needs_mismatched)
     if mode == "adapter" and not config.lora:
         raise PrefkitError("config: reference: adapter needs a LoRA adapter (set lora: {r: 16})")
     return REFERENCES[mode](model, config.logprob_chunk_size, config.packing)

@@ -13,28 +13,30 @@ from prefkit.train.batches import mismatched
 
 
 @torch.no_grad()
-def precompute_reference(model, data, config, tokenizer, accelerator, paired: bool, needs_kl: bool):
+def precompute_reference(model, data, config, tokenizer, accelerator, needs_kl: bool):
+    """The [N, K] table of the reference's log-probs of every example's K completions (with KTO's reference
+    point, N more rows: the mismatched examples), from the cache when it holds exactly that table."""
     path = references.cache_path(config.cache_dir, references.model_fingerprint(config.model), data.fingerprint,
                                  config.dtype, str(config.lora), "kl" if needs_kl else "")
+    n, k = len(data.examples), len(data.examples[0].completions)
+    shape = (n * (2 if needs_kl else 1), k)
     cached = references.load_cached(path)
-    n = len(data.examples)
-    expected_rows = n * (2 if needs_kl else 1)
-    if cached is not None and cached.shape[0] == expected_rows:
+    if cached is not None and tuple(cached.shape) == shape:
         return references.Precomputed(cached, cache_hit=True, path=path)
 
     mine = list(range(accelerator.process_index, n, accelerator.num_processes))
     options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
                    packing=config.packing, device=accelerator.device)
-    rows = list(zip(mine, score_examples(model, data.examples, mine, tokenizer.pad_token_id, paired, **options)))
+    rows = list(zip(mine, score_examples(model, data.examples, mine, tokenizer.pad_token_id, **options)))
     if needs_kl:
         values = score_examples(model, mismatched(data.examples, mine), range(len(mine)), tokenizer.pad_token_id,
-                                False, **options)
+                                **options)
         rows += [(n + i, v) for i, v in zip(mine, values)]
     if accelerator.num_processes > 1:
         gathered = [None] * accelerator.num_processes
         torch.distributed.all_gather_object(gathered, rows)
         rows = [r for part in gathered for r in part]
-    table = torch.zeros((expected_rows, 2) if paired else (expected_rows,), dtype=torch.float32)
+    table = torch.zeros(shape, dtype=torch.float32)
     for row, value in rows:
         table[row] = torch.tensor(value)
     if accelerator.is_main_process:
@@ -43,30 +45,26 @@ def precompute_reference(model, data, config, tokenizer, accelerator, paired: bo
 
 
 @torch.no_grad()
-def score_examples(model, examples, indices, pad_token_id: int, paired: bool, *, batch_size: int, chunk_size: int,
-                   packing: bool, device) -> list:
-    """Summed completion log-probs of `examples[i]` for i in `indices`, in that order: [chosen, rejected] per
-    pair, or one value per unpaired example (prefkit.modeling.score). Batches group similar lengths, so little
-    compute goes to padding. `pad_token_id` and `device` are kept for callers; the engine needs neither."""
+def score_examples(model, examples, indices, pad_token_id: int, *, batch_size: int, chunk_size: int,
+                   packing: bool, device) -> list[list[float]]:
+    """Summed completion log-probs of `examples[i]` for i in `indices`, in that order: the K values of each
+    example's completions (prefkit.modeling.score). Batches group similar lengths, so little compute goes to
+    padding. `pad_token_id` and `device` are kept for callers; the engine needs neither."""
     indices = list(indices)
-    order = sorted(range(len(indices)), key=lambda k: _length(examples[indices[k]], paired))
+    order = sorted(range(len(indices)), key=lambda k: _length(examples[indices[k]]))
     values: list = [None] * len(indices)
     was_training = model.training
     model.eval()
     starts = range(0, len(order), batch_size)
     for start in progress(starts, total=len(starts), desc="reference log-probs"):
         chunk = order[start:start + batch_size]
-        groups = [(e.prompt_ids, _completions(e, paired)) for e in (examples[indices[k]] for k in chunk)]
-        logps = score(model, groups, packing=packing, chunk_size=chunk_size).float().cpu()
-        for k, value in zip(chunk, (logps.view(-1, 2) if paired else logps).tolist()):
-            values[k] = value
+        groups = [(e.prompt_ids, list(e.completions)) for e in (examples[indices[k]] for k in chunk)]
+        logps = score(model, groups, packing=packing, chunk_size=chunk_size).float().cpu().tolist()
+        for k, (prompt, completions) in zip(chunk, groups):
+            values[k], logps = logps[:len(completions)], logps[len(completions):]
     model.train(was_training)
     return values
 
 
-def _completions(example, paired: bool) -> list:
-    return [example.chosen_ids, example.rejected_ids] if paired else [example.completion_ids]
-
-
-def _length(example, paired: bool) -> int:
-    return len(example.prompt_ids) + max(len(c) for c in _completions(example, paired))
+def _length(example) -> int:
+    return len(example.prompt_ids) + max(len(c) for c in example.completions)

@@ -33,23 +33,24 @@ def supervised_fit(model, sequences: list[tuple[list[int], list[int]]], pad_toke
     drawn with replacement by a generator seeded with `config.seed`, so the result is deterministic. The loss is
     the mean negative log-likelihood per completion token. `progress(step, loss)` is called after each step
     (0-based). Returns the model, in eval mode."""
-    from prefkit.data.collate import pad_sequences
+    from prefkit.data.examples import Example, collate
     from prefkit.train.engine import Engine, PolicyLogps, make_accelerator
 
+    examples = [Example.single(prompt, completion, True, row) for row, (prompt, completion) in enumerate(sequences)]
     accelerator = make_accelerator("no")
     engine = Engine(accelerator, PolicyLogps(model, chunk_size=1024, packing=False), config, config.steps)
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
     for step in range(config.steps):
-        picks = torch.randint(len(sequences), (config.batch_size,), generator=generator).tolist()
-        batch = pad_sequences([sequences[i] for i in picks], pad_token_id, accelerator.device)
+        picks = torch.randint(len(examples), (config.batch_size,), generator=generator).tolist()
+        batch = collate([examples[i] for i in picks], pad_token_id).to(accelerator.device)
         update = engine.step(step + 1, [batch], 1, _token_nll)
         if progress is not None:
             progress(step, update.metrics["loss"])
     return engine.model.eval()
 
 
-def _token_nll(policy, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+def _token_nll(policy, batch) -> tuple[torch.Tensor, dict[str, float]]:
     logps, lengths = policy(batch)
     loss = -logps.sum() / lengths.sum()
     return loss, {"loss": loss.item()}
