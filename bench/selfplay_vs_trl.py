@@ -33,6 +33,7 @@ import tempfile
 import time
 import zlib
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -77,6 +78,7 @@ def run_prefkit(args, per_step: bool) -> dict:
     sys.path.insert(0, str(BENCH))
     from selfplay_iteration import timed
 
+    from prefkit.modeling import probe
     from prefkit.selfplay import loop
     from prefkit.selfplay.config import SelfPlayConfig
     from prefkit.train.config import load_config
@@ -99,18 +101,28 @@ def run_prefkit(args, per_step: bool) -> dict:
         seen.extend(losses)
         return losses
     loop.fit_iteration = fit_iteration
-    times, clock = defaultdict(lambda: defaultdict(float)), {"t": 0}
-    timed(loop, times, clock)
+    probes, probes_cpu = defaultdict(float), defaultdict(float)
+    real_probe = probe._probe
+
+    def timed_probe(model):  # the engine's once-per-model probe, inside the first score (or fit) that meets it
+        with clocked("probe", probes, probes_cpu):
+            return real_probe(model)
+    probe._probe = timed_probe
+    walls, cpus = (defaultdict(lambda: defaultdict(float)) for _ in range(2))
+    timed(loop, walls, {"t": 0})
+    timed(loop, cpus, {"t": 0}, timer=time.process_time)
     start, cpu = time.perf_counter(), time.process_time()
     loop.selfplay(config)
     total, cpu = time.perf_counter() - start, time.process_time() - cpu
-    stages = defaultdict(float)
+    stages, stages_cpu = defaultdict(float), defaultdict(float)
     for t in range(1, iterations + 1):
-        for stage, seconds in times[t].items():
-            stages[stage] += seconds
+        for totals, times in ((stages, walls), (stages_cpu, cpus)):
+            for stage, seconds in times[t].items():
+                totals[stage] += seconds
     tokens = sum(len(s["ids"]) for t in range(1, iterations + 1) for group in json.loads(
         (Path(args.out) / f"iter-{t:04d}" / "samples.json").read_text())["samples"] for s in group)
-    return {"total_s": total, "cpu_s": cpu, "stages": dict(stages), "tokens": tokens,
+    return {"total_s": total, "cpu_s": cpu, "stages": dict(stages), "stages_cpu": dict(stages_cpu),
+            "probe_s": probes["probe"], "probe_cpu_s": probes_cpu["probe"], "tokens": tokens,
             "sequences": 2 * args.prompts, "steps": len(seen), "loss": sum(seen) / len(seen)}
 
 
@@ -136,41 +148,48 @@ def run_trl(args) -> dict:
                              dataloader_num_workers=0, gradient_checkpointing=False, seed=0)
     trainer = OnlineDPOTrainer(model=model, reward_funcs=trl_rewards, args=config, train_dataset=dataset,
                                processing_class=tokenizer)
-    stages, counted = defaultdict(float), {"tokens": 0}
-    wrap_trl_stages(trainer, stages, counted)
-    setup = time.perf_counter()
-    trainer.train()
-    train = time.perf_counter() - setup
-    stages["fit"] = train - stages["sample"] - stages["judge"] - stages["score"]
+    stages, stages_cpu, counted = defaultdict(float), defaultdict(float), {"tokens": 0}
+    wrap_trl_stages(trainer, stages, stages_cpu, counted)
+    with clocked("fit", stages, stages_cpu):
+        trainer.train()
+    for totals in (stages, stages_cpu):  # the fit is what the timed calls inside train() leave
+        totals["fit"] -= totals["sample"] + totals["judge"] + totals["score"]
     return {"total_s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu, "stages": dict(stages),
-            "tokens": counted["tokens"], "sequences": 2 * args.prompts, "steps": trainer.state.global_step,
-            "loss": next(log["loss"] for log in trainer.state.log_history if "loss" in log)}
+            "stages_cpu": dict(stages_cpu), "tokens": counted["tokens"], "sequences": 2 * args.prompts,
+            "steps": trainer.state.global_step,
+            "loss": next((log["loss"] for log in trainer.state.log_history if "loss" in log), None)}
 
 
-def wrap_trl_stages(trainer, stages: dict, counted: dict) -> None:
+@contextmanager
+def clocked(stage: str, walls: dict, cpus: dict):
+    """Add the wall and the process CPU time of the block to `stage`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        walls[stage] += time.perf_counter() - wall
+        cpus[stage] += time.process_time() - cpu
+
+
+def wrap_trl_stages(trainer, walls: dict, cpus: dict, counted: dict) -> None:
     """Time the trainer's generation, reward and reference-forward calls (the rest of train() is the fit)."""
     generate, rewards, forward = trainer._generate, trainer._calculate_rewards_from_functions, trainer._forward
 
     def timed_generate(*a, **k):
-        begin = time.perf_counter()
-        out = generate(*a, **k)
-        stages["sample"] += time.perf_counter() - begin
+        with clocked("sample", walls, cpus):
+            out = generate(*a, **k)
         counted["tokens"] += int(out[3].sum())  # the completion mask: generated tokens up to and with EOS
         return out
 
     def timed_rewards(*a, **k):
-        begin = time.perf_counter()
-        out = rewards(*a, **k)
-        stages["judge"] += time.perf_counter() - begin
-        return out
+        with clocked("judge", walls, cpus):
+            return rewards(*a, **k)
 
     def timed_forward(model, *a, **k):
         if model is not trainer.ref_model:  # the policy's forward is part of the step it is differentiated in
             return forward(model, *a, **k)
-        begin = time.perf_counter()
-        out = forward(model, *a, **k)
-        stages["score"] += time.perf_counter() - begin
-        return out
+        with clocked("score", walls, cpus):
+            return forward(model, *a, **k)
     trainer._generate, trainer._calculate_rewards_from_functions = timed_generate, timed_rewards
     trainer._forward = timed_forward
 
@@ -200,13 +219,20 @@ def summary(results: list[dict]) -> None:
         median = lambda f: statistics.median(f(r) for r in runs)  # noqa: E731
         core = lambda r: sum(r["stages"].get(s, 0.0) for s in CORE)  # noqa: E731
         rows[peer] = {**{s: median(lambda r, s=s: r["stages"].get(s, 0.0)) for s in (*CORE, "evaluate", "save")},
+                      **{f"{s} cpu": median(lambda r, s=s: r["stages_cpu"].get(s, 0.0))
+                         for s in (*CORE, "evaluate", "save")},
+                      "core cpu": median(lambda r: sum(r["stages_cpu"].get(s, 0.0) for s in CORE)),
+                      "probe": median(lambda r: r.get("probe_s", 0.0)),
+                      "probe cpu": median(lambda r: r.get("probe_cpu_s", 0.0)),
                       "core": median(core), "total": median(lambda r: r["total_s"]),
                       "cpu": median(lambda r: r["cpu_s"]), "rss": median(lambda r: r["peak_rss_mb"]),
                       "tokens_per_s": median(lambda r: r["tokens"] / r["stages"]["sample"]),
                       "steps_per_s": median(lambda r: r["steps"] / core(r)), "steps": runs[0]["steps"],
-                      "tokens": runs[0]["tokens"], "loss": median(lambda r: r["loss"])}
+                      "tokens": runs[0]["tokens"],
+                      "loss": median(lambda r: float("nan") if r["loss"] is None else r["loss"])}
     print("| | " + " | ".join(peers) + " |\n|---|" + "---|" * len(peers))
-    labels = {"sample": "sample (s)", "judge": "judge (s)", "score": "score (s)", "fit": "fit (s)",
+    labels = {"sample": "sample (s)", "judge": "judge (s)", "score": "score (s)",
+              "probe": "of which the engine's once-per-model probe (s)", "fit": "fit (s)",
               "core": "sample + judge + score + fit (s)", "evaluate": "evaluate (s)", "save": "save (s)",
               "total": "whole run (s)", "cpu": "CPU time of the whole run (s)", "tokens": "generated tokens",
               "tokens_per_s": "generated tokens/s", "steps": "optimizer steps",
@@ -214,11 +240,15 @@ def summary(results: list[dict]) -> None:
               "loss": "mean DPO loss over the steps"}
     for key, label in labels.items():
         print(f"| {label} | " + " | ".join(f"{rows[p][key]:.4g}" for p in peers) + " |")
+        if f"{key} cpu" in rows[peers[0]]:
+            cpu = " | ".join(f"{rows[p][key + ' cpu']:.4g}" for p in peers)
+            print(f"| {label.replace('(s)', 'CPU (s)')} | {cpu} |")
     for peer in peers[1:]:
         ratio = lambda key: rows[peers[0]][key] / rows[peer][key] if rows[peer][key] else float("nan")  # noqa: E731
         print(f"ratio {peers[0]}/{peer}: tokens/s {ratio('tokens_per_s'):.2f}x, steps/s {ratio('steps_per_s'):.2f}x, "
-              f"core time {ratio('core'):.2f}x, whole run {ratio('total'):.2f}x, CPU time {ratio('cpu'):.2f}x, "
-              f"peak RSS {ratio('rss'):.2f}x")
+              f"core time {ratio('core'):.2f}x (CPU {ratio('core cpu'):.2f}x), whole run {ratio('total'):.2f}x "
+              f"(CPU {ratio('cpu'):.2f}x), peak RSS {ratio('rss'):.2f}x; CPU time by stage: "
+              + ", ".join(f"{stage} {ratio(stage + ' cpu'):.2f}x" for stage in ("sample", "score", "fit")))
 
 
 def main() -> None:
