@@ -1,7 +1,8 @@
 """prefkit's self-play iteration against TRL's OnlineDPOTrainer on the same online-DPO work, side by side.
 
-    python bench/selfplay_vs_trl.py --smoke                   # 4 prompts, 8 new tokens: checks the code paths
-    python bench/selfplay_vs_trl.py --prompts 16 --batch 8    # the recorded run (bench/RESULTS.md)
+    python bench/selfplay_vs_trl.py --smoke       # 4 prompts, batch 2, 8 new tokens: checks the code paths
+    # the recorded run (bench/RESULTS.md, about 25 minutes on 2 loaded cores):
+    python bench/selfplay_vs_trl.py --prompts 32 --batch 8 --peers prefkit,trl,prefkit-per-step
 
 TRL is not a dependency: put it on PYTHONPATH (e.g. `PYTHONPATH=/path/to/trl:src`). The work, for both: the
 53M-parameter Llama of bench/selfplay_iteration.py (random weights, the bundled task's tokenizer and chat
@@ -18,7 +19,8 @@ OnlineDPOTrainer with max_steps = prompts/batch, which generates for each step's
 Each run is a fresh subprocess, the peers alternating. Stages: sample (generation), judge (the judge or reward
 calls), score (no-grad log-probs: prefkit's tables under π_t and the reference, TRL's reference forward), fit
 (everything else in the steps: the policy's forward and backward, the loss, the optimizer), and for prefkit
-its per-iteration evaluation and saves. Prints one JSON line per run and a summary with the ratios.
+its per-iteration evaluation and saves; each in wall and in process CPU time (steadier on a shared machine).
+Prints one JSON line per run and a summary with the ratios.
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ def summary(results: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="4 prompts, batch 2, 8 new tokens, one repeat")
-    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--max-new-tokens", dest="max_new_tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=1)
