@@ -47,8 +47,9 @@ def build(out: Path) -> tuple[str, str, int]:
     return str(out / "model"), str(prompts), sum(p.numel() for p in model.parameters())
 
 
-def timed(module, times: dict, clock: dict) -> None:
-    """Wrap the stage functions the loop calls by name, adding their wall time to the current iteration's."""
+def timed(module, times: dict, clock: dict, timer=time.perf_counter) -> None:
+    """Wrap the stage functions the loop calls by name, adding their wall time (or `timer`'s: time.process_time
+    for CPU time) to the current iteration's."""
     for stage, names in STAGES.items():
         for name in names:
             if not hasattr(module, name):  # a stage's function under another version's name (save_model)
@@ -56,21 +57,21 @@ def timed(module, times: dict, clock: dict) -> None:
             real = getattr(module, name)
 
             def wrapper(*args, _real=real, _stage=stage, **kwargs):
-                start = time.perf_counter()
+                start = timer()
                 try:
                     return _real(*args, **kwargs)
                 finally:
-                    times[clock["t"]][_stage] += time.perf_counter() - start
+                    times[clock["t"]][_stage] += timer() - start
             setattr(module, name, wrapper)
     real_iteration = module._iteration
 
     def iteration(run, t, stop):
         clock["t"] = t
-        start = time.perf_counter()
+        start = timer()
         try:
             return real_iteration(run, t, stop)
         finally:
-            times[t]["iteration"] = time.perf_counter() - start
+            times[t]["iteration"] = timer() - start
             clock["t"] = 0
     module._iteration = iteration
 
