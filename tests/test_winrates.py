@@ -53,6 +53,27 @@ def test_canonical_candidates_keep_each_outside_sample_once():
     assert _pairs("canonical", np.zeros(4), 2) == [(0, 1), (2, 0), (2, 1), (3, 0), (3, 1)]
 
 
+def test_a_loss_that_reads_no_label_gets_the_winner_as_the_chosen_answer(tokenizer):
+    """`pairs: all` keeps the sampled order and a label; DPO reads no label, so its pairs are put winner first
+    (and a tie, which says nothing to it, is dropped). A label-reading loss keeps the order and the label."""
+    from prefkit import losses
+    from prefkit.selfplay.steps import LABELS, build_examples
+
+    samples = [[Sample("a", [5]), Sample("b", [6]), Sample("c", [7])]]
+    matrix = np.array([[[0.5, 0.0, 0.5], [1.0, 0.5, 1.0], [0.5, 0.0, 0.5]]])  # b beats a and c; a ties c
+    rates = [np.array([0.25, 0.75, 0.25])]
+    oriented, inputs = build_examples(["pick: a b c"], samples, rates, tokenizer, "all", False, matrices=matrix,
+                                      labelled=False)
+    assert [(e.chosen_ids, e.rejected_ids) for e in oriented] == [([6], [5]), ([6], [7])]
+    assert inputs["preference"].tolist() == [1.0, 1.0]
+    kept, inputs = build_examples(["pick: a b c"], samples, rates, tokenizer, "all", False, matrices=matrix)
+    assert [(e.chosen_ids, e.rejected_ids) for e in kept] == [([5], [6]), ([5], [7]), ([6], [7])]
+    assert inputs["preference"].tolist() == [0.0, 0.5, 1.0]
+    by_rates, _ = build_examples(["pick: a b c"], samples, rates, tokenizer, "all", False, labelled=False)
+    assert [e.chosen_ids for e in by_rates] == [[6], [6]]  # exact win rates orient the pairs the same way
+    assert not losses.Objective("dpo").reads(*LABELS) and losses.Objective("mpo").reads(*LABELS)
+
+
 def test_tracking_measures_the_distance_to_the_exact_step():
     start = winrates.Enumerated([], np.array([0.5, 0.3, 0.2]), 0.0)
     magnet = winrates.Enumerated([], np.array([0.2, 0.3, 0.5]), 0.0)

@@ -52,6 +52,10 @@ class Objective:
     def reads_reference(self) -> bool:
         return any(c.spec.reads_reference(c.hyperparameters) for c in self.components)
 
+    def reads(self, *names: str) -> bool:
+        """Whether any component's loss reads any of the inputs `names`."""
+        return any(name in c.spec.inputs for c in self.components for name in names)
+
     @property
     def needs_mismatched(self) -> bool:
         return any(s.needs_mismatched for c in self.components for s in c.statistics)

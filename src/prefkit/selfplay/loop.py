@@ -32,7 +32,7 @@ from prefkit.train.rundir import open_run
 from prefkit.selfplay.config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.selfplay.disk import prune_policies
 from prefkit.train.signals import StopRequests
-from prefkit.selfplay.steps import build_examples, fit_iteration, iteration_metrics
+from prefkit.selfplay.steps import LABELS, build_examples, fit_iteration, iteration_metrics
 from prefkit.selfplay import winrates
 from prefkit.train.console import Console
 from prefkit.train.model_card import save_final
@@ -59,6 +59,7 @@ class Run:
     train_prompts: list
     eval_prompts: list
     per_response: bool  # the loss trains on single responses with win rates (SPPO, ...) rather than pairs
+    labelled: bool  # the loss reads which answer of a pair won (prefkit.selfplay.steps.LABELS)
     tracker: Tracker
     baseline: list  # π_0's answers to the eval prompts
     winrates: str  # "exact", "sampled" or "weighted" (prefkit.selfplay.winrates.resolve)
@@ -92,12 +93,14 @@ def selfplay(config: SelfPlayConfig) -> Path:
     if moving:
         first = model if state["completed"] == 0 else _load_policy(out, 0, config)
         initial = FrozenCopy(first, config.logprob_chunk_size, config.packing)
-    kind = losses.Objective(config.loss, None, config.loss_params).kind_for(SELFPLAY_FEEDS)
+    objective = losses.Objective(config.loss, None, config.loss_params)
+    kind = objective.kind_for(SELFPLAY_FEEDS)
     accelerator, policy = _engine_parts(model, config, trackers, out)
     tracker = Tracker(accelerator, out, asdict(config), enabled=True, trackers=trackers, project=config.project,
                       run_name=config.run_name)
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
-              kind == "selfplay-singles", tracker, baseline, mode, pairs, source, initial, (accelerator, policy))
+              kind == "selfplay-singles", objective.reads(*LABELS), tracker, baseline, mode, pairs, source, initial,
+              (accelerator, policy))
     run.generator = make_generator(config)
 
     console = Console(config.iterations, state["completed"], enabled=config.progress, name=f"self-play {config.loss}",
@@ -136,7 +139,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     candidates, rates, labels, enumerated = _targets(run, folder, prompts, samples, opponents, before, check)
     examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
                                       matrices=labels, enumerated=enumerated,
-                                      baseline=0.5 if run.winrates == "exact" else None)
+                                      baseline=0.5 if run.winrates == "exact" else None, labelled=run.labelled)
     tables = _score(folder, model, magnet.model, examples, tokenizer, config)
     check("samples, judgements and log-prob tables")
     losses_seen = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t,

@@ -16,15 +16,19 @@ from prefkit.modeling.generation import encode_prompt
 from prefkit.train.batches import BatchOrder, collate
 
 
+LABELS = ("preference", "chosen_winrate", "rejected_winrate")  # the inputs that say which answer of a pair won
+
+
 def build_examples(prompts, candidates, rates, tokenizer, pairs: str, per_response: bool, matrices=None,
-                   enumerated=None, baseline=None):
+                   enumerated=None, baseline=None, labelled: bool = True):
     """Training examples and their per-example loss inputs (tensors aligned with the examples).
 
     `candidates[p]` are prompt p's responses (samples, or with `pairs: canonical` the enumerated responses then
     the sampled ones outside them, `enumerated[p]` of the first kind), `rates[p]` their win rates against π_t.
     `matrices` (sampled win rates only) gives `pairs: all` its soft labels. Single-response losses get every
     candidate with its win rate and its advantage over `baseline` (½ for exact win rates: π_t against itself;
-    the group mean for sampled ones)."""
+    the group mean for sampled ones). A loss that reads no label (`labelled` false: DPO and the other offline
+    pairwise losses) takes the preferred answer of each pair as the chosen one, and no tied pair."""
     examples, inputs = [], {}
 
     def add(example, **values):
@@ -44,8 +48,14 @@ def build_examples(prompts, candidates, rates, tokenizer, pairs: str, per_respon
         for i, j in _pairs(pairs, rates[p], None if enumerated is None else enumerated[p]):
             if group[i].ids == group[j].ids:  # the same answer twice says nothing about the preference
                 continue
+            soft = pairs == "all" and matrices is not None
+            if not labelled:  # the loss takes the first answer as the winner: put the winner first
+                margin = matrices[p][i, j] - 0.5 if soft else rates[p][i] - rates[p][j]
+                if margin == 0:
+                    continue
+                i, j = (i, j) if margin > 0 else (j, i)
             example = Example.pair(prompt_ids, group[i].ids, group[j].ids, len(examples))
-            if pairs == "all" and matrices is not None:
+            if soft:
                 add(example, preference=matrices[p][i, j])
             else:
                 add(example, chosen_winrate=rates[p][i], rejected_winrate=rates[p][j])
