@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import defaultdict
@@ -100,11 +101,13 @@ def main(argv=None) -> None:
     from prefkit.train.config import load_config
     from prefkit.selfplay.config import SelfPlayConfig
 
-    processes = PartialState().num_processes
+    # on CPU, several processes go multi-CPU (gloo) only when told, as prefkit.train.engine.make_accelerator does
+    state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
+    processes = state.num_processes
     out = Path(args.out) / f"{args.generator}-{processes}"
-    if PartialState().is_main_process:  # one process writes the model; the others read it
+    if state.is_main_process:  # one process writes the model; the others read it
         _, _, parameters = build(out, args.hidden, args.layers)
-    PartialState().wait_for_everyone()
+    state.wait_for_everyone()
     model, prompts = str(out / "model"), str(out / "prompts.jsonl")
     sys.path.insert(0, str(Path(__file__).parent))
     settings = dict(model=model, output_dir=str(out / "run"), prompts=prompts, judge="selfplay_iteration:judge",
@@ -117,7 +120,7 @@ def main(argv=None) -> None:
     timed(loop, times, clock)
     start = time.perf_counter()
     loop.selfplay(config)
-    if not PartialState().is_main_process:
+    if not state.is_main_process:
         return
     versions = {"torch": torch.__version__, "transformers": transformers.__version__,
                 "accelerate": accelerate.__version__}

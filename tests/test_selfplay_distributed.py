@@ -156,3 +156,12 @@ def test_two_processes_match_one_and_resume_exactly(initial, tmp_path):
     c = weights(resumed)
     assert all(torch.equal(b[k], c[k]) for k in b)
     assert (resumed / "iter-0002" / "samples.json").read_text() == (two / "iter-0002" / "samples.json").read_text()
+
+
+def test_an_accelerate_state_that_sees_fewer_processes_than_the_launcher_is_refused(monkeypatch):
+    from prefkit.errors import PrefkitError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(PrefkitError, match="started 2 processes .WORLD_SIZE. but accelerate's state .* has 1"):
+        distributed.check_processes(process(0, 1))
+    distributed.check_processes(process(0, 2))

@@ -55,6 +55,17 @@ def launch_problems(generator: str) -> list[str]:
     return problems
 
 
+def check_processes(accelerator) -> None:
+    """The accelerator runs on as many processes as the launcher started (an accelerate state made earlier in the
+    process without `cpu=True` on a machine without GPUs sees one process per rank: each would then run alone)."""
+    from prefkit.errors import PrefkitError
+
+    if accelerator.num_processes != processes():
+        raise PrefkitError(f"the launcher started {processes()} processes (WORLD_SIZE) but accelerate's state in this "
+                           f"process has {accelerator.num_processes}: an accelerate state was made before prefkit's "
+                           "(on a machine without GPUs, make it with PartialState(cpu=True))")
+
+
 def map_shards(accelerator, items: Sequence, compute: Callable[[list], Sequence]) -> list:
     """`compute` (a list -> one result per item) over this process's share of `items` (every N-th, from its rank),
     gathered back into the order of `items` on every process."""

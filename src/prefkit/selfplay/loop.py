@@ -96,6 +96,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
         initial = FrozenCopy(first, config.logprob_chunk_size, config.packing)
     kind = losses.Objective(config.loss, None, config.loss_params).kind_for(SELFPLAY_FEEDS)
     accelerator, policy = _engine_parts(model, config, trackers, out)
+    distributed.check_processes(accelerator)
     tracker = Tracker(accelerator, out, asdict(config), enabled=main, trackers=trackers, project=config.project,
                       run_name=config.run_name)
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
