@@ -7,6 +7,7 @@ from typing import Any
 
 from prefkit.modeling.load import DTYPES
 from prefkit.modeling.vllm_generator import problems as vllm_problems
+from prefkit.selfplay.distributed import launch_problems
 from prefkit.train.tracking import BACKENDS
 from prefkit.train.validation import (Limit, above, at_least, check_fields, hub_problems, loss_problems,
                                       raise_problems, within)
@@ -51,6 +52,9 @@ class SelfPlayConfig:
     max_new_tokens: int = 32
     generator: str = "hf"  # who samples each iteration's K responses: hf (transformers) or vllm (prefkit[vllm])
     vllm: dict[str, Any] = field(default_factory=dict)  # engine options (prefkit.modeling.vllm_generator.VllmOptions)
+    # prompts per sampling block: one generate call, seeded by the block's index, so N processes with the same
+    # value draw what one process draws; null: the iteration's prompts split evenly over the processes
+    sample_block: int | None = None
     eval_samples: int = 1  # samples per eval prompt for the per-iteration win rates
     kl_samples: int = 4  # fresh samples per eval prompt, each iteration, for the KL estimates
     eval_limit: int = 64  # eval prompts used per iteration (the first ones)
@@ -105,6 +109,7 @@ class SelfPlayConfig:
                             "geometric mixture (mixture_coef > 0): use winrates: sampled")
         if not bad & {"generator", "vllm"}:
             problems += vllm_problems(self.generator, self.vllm)
+        problems += launch_problems(self.generator)
         problems += hub_problems(self)
         if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
@@ -128,5 +133,5 @@ SELFPLAY_LIMITS = {
     "temperature": Limit("> 0 (self-play samples K different answers: there is no greedy decoding)",
                          lambda value: value > 0), "top_p": within(0, 1, open_low=True), "max_new_tokens": at_least(1),
     "eval_samples": at_least(1), "kl_samples": at_least(1), "eval_limit": at_least(1),
-    "judge_chunk_size": at_least(1), "keep_policies": at_least(1),
+    "judge_chunk_size": at_least(1), "keep_policies": at_least(1), "sample_block": at_least(1),
     "logprob_chunk_size": at_least(1), "seed": at_least(0), "max_nonfinite_steps": at_least(1)}

@@ -31,6 +31,7 @@ from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
 from prefkit.selfplay.config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.selfplay.disk import prune_policies
+from prefkit.selfplay import distributed
 from prefkit.train.signals import StopRequests
 from prefkit.selfplay.steps import LABELS, build_examples, fit_iteration, iteration_metrics
 from prefkit.selfplay import winrates
@@ -75,7 +76,8 @@ def selfplay(config: SelfPlayConfig) -> Path:
     from prefkit.judges import load_judge
 
     trackers = external_trackers(config.report_to)  # a tracker that is not installed is named now
-    out = open_run(config, "selfplay")  # before anything loads: an earlier run is never clobbered
+    main = distributed.is_main()  # the main process writes every file; the others wait for it where they must
+    out = open_run(config, "selfplay", main)  # before anything loads: an earlier run is never clobbered
     judge = load_judge(config.judge)  # a bad judge spec fails before any model loads
     mode, pairs, source = winrates.resolve(config, judge)
     _warn_early_refresh(config)
@@ -87,7 +89,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
     magnet = FrozenCopy(_load_policy(out, state["magnet"], config) if state["magnet"] != state["completed"]
                         else model, config.logprob_chunk_size, config.packing)
     eval_prompts = eval_prompts[:config.eval_limit]
-    baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config)  # π_0's answers, once
+    baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config) if main else []  # π_0's, once
     moving = bool(config.refresh_every or config.refresh_gap)
     initial = None  # π_0 for the KL metrics, kept only when the magnet moves away from it
     if moving:
@@ -96,27 +98,30 @@ def selfplay(config: SelfPlayConfig) -> Path:
     objective = losses.Objective(config.loss, None, config.loss_params)
     kind = objective.kind_for(SELFPLAY_FEEDS)
     accelerator, policy = _engine_parts(model, config, trackers, out)
-    tracker = Tracker(accelerator, out, asdict(config), enabled=True, trackers=trackers, project=config.project,
+    distributed.check_processes(accelerator)
+    tracker = Tracker(accelerator, out, asdict(config), enabled=main, trackers=trackers, project=config.project,
                       run_name=config.run_name)
     run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
               kind == "selfplay-singles", objective.reads(*LABELS), tracker, baseline, mode, pairs, source, initial,
               (accelerator, policy))
     run.generator = make_generator(config)
 
-    console = Console(config.iterations, state["completed"], enabled=config.progress, name=f"self-play {config.loss}",
+    console = Console(config.iterations, state["completed"], enabled=config.progress and main,
+                      name=f"self-play {config.loss}",
                       unit="iteration", shown=SHOWN)
     with StopRequests() as stop:
         for t in range(state["completed"] + 1, config.iterations + 1):
             metrics = _iteration(run, t, stop)
             console.advance()
             console.metrics(t, metrics)
-            if stop.requested and t < config.iterations:
+            if distributed.stopping(accelerator, stop.requested) and t < config.iterations:
                 console.close()
                 tracker.close()
                 raise stop.stopped(f"iteration {t}; --resume continues with iteration {t + 1}")
     console.close()
     tracker.close()
-    write_run_report(out, "selfplay", config)
+    if main:
+        write_run_report(out, "selfplay", config)
     return _save_final(run)
 
 
@@ -126,27 +131,55 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     nothing."""
     config, model, magnet, tokenizer = run.config, run.model, run.magnet, run.tokenizer
     folder = run.out / f"iter-{t:04d}"
+    accelerator = run.engine_parts[0]
 
     def check(saved: str) -> None:
-        if stop.requested:
+        if distributed.stopping(accelerator, stop.requested):
             raise stop.stopped(f"iteration {t}'s {saved}; --resume continues from them")
 
     prompts = _iteration_prompts(run.train_prompts, t, config.prompts_per_iteration)
     samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t,
-                                  engine=run.generator, policy_dir=_policy_path(run.out, t - 1, config))
+                                  engine=run.generator, policy_dir=_policy_path(run.out, t - 1, config),
+                                  accelerator=accelerator)
     check("samples")
-    before = winrates.distributions(model, tokenizer, run.source, prompts) if run.source else None
+    before = distributed.map_shards(accelerator, prompts, lambda part: winrates.distributions(
+        model, tokenizer, run.source, part)) if run.source else None
     candidates, rates, labels, enumerated = _targets(run, folder, prompts, samples, opponents, before, check)
     examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
                                       matrices=labels, enumerated=enumerated,
                                       baseline=0.5 if run.winrates == "exact" else None, labelled=run.labelled)
-    tables = _score(folder, model, magnet.model, examples, tokenizer, config)
+    tables = _score(folder, model, magnet.model, examples, tokenizer, config, accelerator)
     check("samples, judgements and log-prob tables")
     losses_seen = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t,
                                 stop=stop, loss_params=config.loss_params_at(t))
     check("samples, judgements and log-prob tables")
     if not all_finite(model):
         raise RunStopped(f"iteration {t}: the weights are not finite; the policy of iteration {t - 1} is kept")
+    # measured once, on the main process: every process then takes the same refresh decision
+    refreshed, metrics = distributed.on_main(accelerator, lambda: _measure(run, t, prompts, before))
+    if config.eta_final is not None:
+        metrics["eta"] = float(config.loss_params_at(t)["eta"])
+    metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
+                   train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
+    if accelerator.is_main_process:
+        save_model(model, tokenizer, folder / "policy")
+    if refreshed:
+        magnet.model.load_state_dict(model.state_dict())
+        if accelerator.is_main_process:
+            save_model(magnet.model, tokenizer, run.out / "magnet")  # for users; resume reads iter-NNNN/policy
+        run.state["magnet"] = t
+    run.tracker.log(t, metrics)
+    run.state["completed"] = t
+    if accelerator.is_main_process:
+        write_json(run.out / "state.json", run.state)
+        prune_policies(run.out, run.state, config.keep_policies)  # after state.json: it names what resume reads
+    accelerator.wait_for_everyone()  # the iteration is on disk before any process moves on
+    return metrics
+
+
+def _measure(run: Run, t: int, prompts: list, before) -> tuple[bool, dict[str, float]]:
+    """Whether the magnet is refreshed after iteration t, and the iteration's evaluation metrics."""
+    config, model, magnet, tokenizer = run.config, run.model, run.magnet, run.tokenizer
     refreshed = _due(config, t, run.state, model, magnet, tokenizer, run.task, run.eval_prompts)
     answers = _eval_samples(run.out, t, model, tokenizer, run.eval_prompts, config)
     previous = _eval_samples(run.out, t - 1, model, tokenizer, run.eval_prompts, config)
@@ -155,20 +188,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
                                 previous, run.task, config, t, run.source)
     if before is not None:
         metrics.update(_tracking(run, prompts, before, config.loss_params_at(t)))
-    if config.eta_final is not None:
-        metrics["eta"] = float(config.loss_params_at(t)["eta"])
-    metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
-                   train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
-    save_model(model, tokenizer, folder / "policy")
-    if refreshed:
-        magnet.model.load_state_dict(model.state_dict())
-        save_model(magnet.model, tokenizer, run.out / "magnet")  # for users; resume reads iter-NNNN/policy
-        run.state["magnet"] = t
-    run.tracker.log(t, metrics)
-    run.state["completed"] = t
-    write_json(run.out / "state.json", run.state)
-    prune_policies(run.out, run.state, config.keep_policies)  # after state.json: it names what resume reads
-    return metrics
+    return refreshed, metrics
 
 
 def _engine_parts(model, config: SelfPlayConfig, trackers: list, out: Path) -> tuple:
@@ -204,7 +224,7 @@ def _targets(run: Run, folder: Path, prompts: list, samples: list, opponents: li
     `pairs: all` with sampled win rates or None, how many candidates are enumerated responses or None).
     Exact win rates come from π_t's own distribution `before` (nothing is judged); the others from the judged
     K x K matrices, saved as they are judged (prefkit.selfplay.winrates)."""
-    from prefkit.judges import preference_matrix, win_rates
+    from prefkit.judges import win_rates
 
     config, tokenizer = run.config, run.tokenizer
     if run.winrates == "exact":
@@ -215,16 +235,18 @@ def _targets(run: Run, folder: Path, prompts: list, samples: list, opponents: li
         rates = [winrates.exact_rates(run.source, p, c, d) for p, c, d in zip(prompts, candidates, before)]
         return candidates, rates, None, enumerated
     texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
-    matrices = preference_matrix(run.judge, prompts, texts, checkpoint=folder / "judged.npz",
-                                 chunk_size=config.judge_chunk_size)
+    accelerator = run.engine_parts[0]
+    matrices = distributed.judge_matrices(accelerator, run.judge, prompts, texts, folder / "judged.npz",
+                                          config.judge_chunk_size)
     check("samples and judgements")
     k = config.samples_per_prompt  # with opponents (Nash-MD), each sample's win rate is against them
     if config.mixture_coef:
         rates = matrices[:, :k, k:].mean(-1)
     elif run.winrates == "weighted":
         eos = tokenizer.eos_token_id
-        logps = winrates.group_logps(run.model, [(encode_prompt(tokenizer, prompt), [s.ids or [eos] for s in group])
-                                                 for prompt, group in zip(prompts, samples)])
+        groups = [(encode_prompt(tokenizer, prompt), [s.ids or [eos] for s in group])
+                  for prompt, group in zip(prompts, samples)]
+        logps = distributed.map_shards(accelerator, groups, lambda part: winrates.group_logps(run.model, part))
         rates = winrates.weighted_rates(matrices, samples, logps, eos)
     else:
         rates = win_rates(matrices)
@@ -330,26 +352,33 @@ def _iteration_prompts(prompts: list, t: int, count: int) -> list:
     return [prompts[order[(start + i) % len(prompts)]] for i in range(count)]
 
 
-def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed: int, engine=None, policy_dir=None):
+def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed: int, engine=None, policy_dir=None,
+             *, accelerator):
     """K samples per prompt from π_t and, with `mixture_coef` > 0, K opponents from the geometric mixture
     π_t^(1−β)·π_ref^β (Nash-MD). Saved once; a resumed iteration reuses them. With a vLLM `engine` it samples
-    π_t, whose weights are saved in `policy_dir` (the opponents stay on transformers)."""
+    π_t, whose weights are saved in `policy_dir` (the opponents stay on transformers). On several processes each
+    draws its blocks of prompts (prefkit.selfplay.distributed.sample) and the main process saves them all."""
     path = folder / "samples.json"
     if path.is_file():  # sampled before an interruption: reuse, never resample
         saved = read_json(path)
         load = lambda groups: [[Sample(s["text"], s["ids"]) for s in group] for group in groups]  # noqa: E731
         return load(saved["samples"]), load(saved["opponents"])
-    options = dict(seed=seed, temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    options = dict(temperature=config.temperature, max_new_tokens=config.max_new_tokens)
     k = config.samples_per_prompt
+
+    def draw(first_seed: int, **extra) -> list:  # transformers' generate, block by block over the processes
+        return distributed.sample(accelerator, prompts, config.sample_block, first_seed, lambda part, block_seed:
+                                  generate(model, tokenizer, part, k, seed=block_seed, **options, **extra))
+
     if engine is None:
-        samples = generate(model, tokenizer, prompts, k, top_p=config.top_p, **options)
+        samples = draw(seed, top_p=config.top_p)
     else:  # vLLM: it holds π_t once the weights saved in `policy_dir` are pushed (prefkit.modeling.vllm_generator)
-        samples = engine.sample(model, policy_dir, tokenizer, prompts, k, top_p=config.top_p, **options)
+        samples = engine.sample(model, policy_dir, tokenizer, prompts, k, top_p=config.top_p, seed=seed, **options)
     mixture = (magnet_model, config.mixture_coef)
-    opponents = generate(model, tokenizer, prompts, config.samples_per_prompt, mixture=mixture,
-                         **{**options, "seed": seed + 1}) if config.mixture_coef else [[] for _ in prompts]
-    write_json(path, {"prompts": prompts, "samples": [[vars(s) for s in g] for g in samples],
-                       "opponents": [[vars(s) for s in g] for g in opponents]})
+    opponents = draw(seed + 1, mixture=mixture) if config.mixture_coef else [[] for _ in prompts]
+    if accelerator.is_main_process:
+        write_json(path, {"prompts": prompts, "samples": [[vars(s) for s in g] for g in samples],
+                          "opponents": [[vars(s) for s in g] for g in opponents]})
     return samples, opponents
 
 
@@ -365,8 +394,9 @@ def _eval_samples(out: Path, t: int, model, tokenizer, prompts, config) -> list[
     return answers
 
 
-def _score(folder, model, magnet_model, examples, tokenizer, config) -> dict[str, torch.Tensor]:
-    """Log-probs of the training examples under π_t (the model before this iteration's fit) and π_ref."""
+def _score(folder, model, magnet_model, examples, tokenizer, config, accelerator) -> dict[str, torch.Tensor]:
+    """Log-probs of the training examples under π_t (the model before this iteration's fit) and π_ref, each
+    process scoring its share; the main process saves the tables."""
     from safetensors.torch import load_file, save_file
 
     path = folder / "logps.safetensors"  # safetensors: a table from disk can never run code
@@ -378,20 +408,23 @@ def _score(folder, model, magnet_model, examples, tokenizer, config) -> dict[str
                                "this iteration's log-probs") from None
     options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
                    packing=config.packing, device=model.device)
-    indices = range(len(examples))
-    tables = {name: torch.tensor(score_examples(m, examples, indices, tokenizer.pad_token_id, **options),
-                                 dtype=torch.float32)
+    indices = list(range(len(examples)))
+    tables = {name: torch.tensor(distributed.map_shards(accelerator, indices, lambda mine, m=m: score_examples(
+        m, examples, mine, tokenizer.pad_token_id, **options)), dtype=torch.float32)
               for name, m in (("prev", model), ("ref", magnet_model))}
-    atomic_write(path, lambda tmp: save_file(tables, str(tmp)))
+    if accelerator.is_main_process:
+        atomic_write(path, lambda tmp: save_file(tables, str(tmp)))
     return tables
 
 
 def _save_final(run: Run) -> Path:
     """final/: the policy, its tokenizer and a model card (method, hyper-parameters, judge, prompts)."""
-    records = read_metrics(run.out)
-    metrics = {k: v for k, v in (records[-1] if records else {}).items() if k != "step"}
-    final = run.out / "final"
-    save_final(run.model, run.tokenizer, final, run.config, None, metrics)
+    final, accelerator = run.out / "final", run.engine_parts[0]
+    if accelerator.is_main_process:
+        records = read_metrics(run.out)
+        metrics = {k: v for k, v in (records[-1] if records else {}).items() if k != "step"}
+        save_final(run.model, run.tokenizer, final, run.config, None, metrics)
+    accelerator.wait_for_everyone()
     return final
 
 

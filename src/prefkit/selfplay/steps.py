@@ -81,15 +81,21 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
     iteration) whose learning rate decays linearly to 0 within the iteration (`schedule: linear`; `constant`
     keeps it): the fit then settles on the step it is fitting instead of jittering around it, which halves the
     tracking error near the equilibrium (docs/selfplay.md). `engine_parts` is (accelerator, prepared policy).
-    Returns the per-step losses. Seeded, so a resumed iteration refits bit for bit; returns early when `stop`
-    (prefkit.train.signals) has been requested."""
+    Returns the per-step losses (over the global batch). On several processes each takes its slice of every
+    global batch of `batch_size` x processes examples (DDP averages the gradients). Seeded, so a resumed iteration
+    refits bit for bit; returns early when `stop` (prefkit.train.signals) has been requested."""
+    from prefkit.selfplay.distributed import mean_over_processes, stopping
     from prefkit.train.engine import Engine
 
     if not examples:
         return [float("nan")]
     accelerator, policy = engine_parts
+    processes = accelerator.num_processes  # batch_size is per process, as in `prefkit train`
+    if len(examples) < processes:
+        return [float("nan")]
     torch.manual_seed(config.seed * 1000 + seed)  # dropout draws do not depend on what ran before
-    order = BatchOrder(len(examples), min(config.batch_size, len(examples)), 1, 0, config.seed + seed)
+    order = BatchOrder(len(examples), min(config.batch_size, len(examples) // processes), processes,
+                       accelerator.process_index, config.seed + seed)
     total = config.epochs * order.per_epoch
     engine = Engine(accelerator, policy, config, total, policy_prepared=True)
     objective = losses.Objective(config.loss, None, loss_params or config.loss_params)
@@ -107,14 +113,14 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
     seen = []
     engine.model.train()
     for step in range(total):
-        if stop is not None and stop.requested:
+        if stop is not None and stopping(accelerator, stop.requested):  # agreed: every process leaves together
             break
         batch = collate(examples, order.indices(step), tokenizer.pad_token_id, accelerator.device)
         update = engine.step(step + 1, [batch], 1, loss_of)
         if update.applied:
             seen.append(update.metrics["loss"])
     engine.model.eval()
-    return seen
+    return mean_over_processes(accelerator, seen)
 
 
 def _model_inputs(logps, lengths, prev, ref, batch) -> dict:

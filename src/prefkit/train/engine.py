@@ -206,6 +206,15 @@ def reduce_sum(accelerator, count: int) -> float:
     return accelerator.reduce(torch.tensor(float(count), device=accelerator.device), "sum").item()
 
 
+def gather_objects(accelerator, value) -> list:
+    """Every process's `value` (any picklable object), in rank order, on every process."""
+    if accelerator.num_processes == 1:
+        return [value]
+    gathered = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
+
+
 def reduce_mean(accelerator, metrics: dict[str, float]) -> dict[str, float]:
     """The mean of each metric over the processes."""
     if accelerator.num_processes == 1:

@@ -10,6 +10,7 @@ from prefkit.io import progress
 from prefkit.modeling import reference as references
 from prefkit.modeling.logprobs import score
 from prefkit.train.batches import mismatched
+from prefkit.train.engine import gather_objects
 
 
 @torch.no_grad()
@@ -32,10 +33,7 @@ def precompute_reference(model, data, config, tokenizer, accelerator, needs_kl: 
         values = score_examples(model, mismatched(data.examples, mine), range(len(mine)), tokenizer.pad_token_id,
                                 **options)
         rows += [(n + i, v) for i, v in zip(mine, values)]
-    if accelerator.num_processes > 1:
-        gathered = [None] * accelerator.num_processes
-        torch.distributed.all_gather_object(gathered, rows)
-        rows = [r for part in gathered for r in part]
+    rows = [r for part in gather_objects(accelerator, rows) for r in part]
     table = torch.zeros(shape, dtype=torch.float32)
     for row, value in rows:
         table[row] = torch.tensor(value)

@@ -1,0 +1,154 @@
+"""Self-play on several processes (`accelerate launch --num_processes N -m prefkit selfplay ...`).
+
+Each process samples, judges and scores its share of an iteration's prompts; the pieces are gathered so that
+every process holds the whole iteration, and the fit is data-parallel over all of it (DDP through the engine,
+prefkit.train.engine, each process taking its slice of every global batch). The main process writes every file
+and measures the evaluation metrics, which it broadcasts, so the stop and magnet-refresh decisions are the same
+on every process. With one process each function here is the plain call it wraps.
+
+Sampling goes in blocks of `sample_block` prompts: one `generate` call per block, seeded by the block's index
+(block 0 with the iteration's own seed, so a run whose iteration is one block samples as it always has). The
+samples are then a function of the settings alone: N processes with the same `sample_block` draw exactly what one
+process draws. Without `sample_block` each process gets one block (the iteration's prompts split N ways).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from prefkit.train.engine import agree, gather_objects
+
+
+def is_main() -> bool:
+    """Whether this is the main process (rank 0), known before the accelerator starts (`open_run` asks)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def processes() -> int:
+    """How many processes run this self-play (accelerate launch's WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# what accelerate launch sets in the processes' environment when its config asks for a sharded engine
+SHARDED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def launch_problems(generator: str) -> list[str]:
+    """What this launch cannot run, found at config validation: a vLLM generator on several processes (each would
+    start an engine of its own), and FSDP / DeepSpeed, which shard the policy that every process here samples,
+    scores and evaluates with whole (and DeepSpeed wants the optimizer prepared with the model, where self-play
+    starts a fresh AdamW each iteration)."""
+    problems = []
+    if generator == "vllm" and processes() > 1:
+        problems.append(f"generator: vllm samples on one process; this run has {processes()} (accelerate launch): "
+                        "use generator: hf, which shards the sampling over the processes")
+    for variable, name in SHARDED.items():
+        if os.environ.get(variable, "").lower() in ("1", "true", "yes"):
+            problems.append(f"accelerate launch asks for {name} ({variable}), but prefkit selfplay runs data-parallel "
+                            "only: each process samples and scores with the whole policy, which "
+                            f"{name} shards. Launch with --multi_gpu (configs/accelerate/ddp.yaml) instead")
+    return problems
+
+
+def check_processes(accelerator) -> None:
+    """The accelerator runs on as many processes as the launcher started (an accelerate state made earlier in the
+    process without `cpu=True` on a machine without GPUs sees one process per rank: each would then run alone)."""
+    from prefkit.errors import PrefkitError
+
+    if accelerator.num_processes != processes():
+        raise PrefkitError(f"the launcher started {processes()} processes (WORLD_SIZE) but accelerate's state in this "
+                           f"process has {accelerator.num_processes}: an accelerate state was made before prefkit's "
+                           "(on a machine without GPUs, make it with PartialState(cpu=True))")
+
+
+def map_shards(accelerator, items: Sequence, compute: Callable[[list], Sequence]) -> list:
+    """`compute` (a list -> one result per item) over this process's share of `items` (every N-th, from its rank),
+    gathered back into the order of `items` on every process."""
+    n, rank = accelerator.num_processes, accelerator.process_index
+    if n == 1:
+        return list(compute(list(items)))
+    mine = list(range(rank, len(items), n))
+    results = list(compute([items[i] for i in mine])) if mine else []
+    merged: list = [None] * len(items)
+    for part in gather_objects(accelerator, list(zip(mine, results))):
+        for i, value in part:
+            merged[i] = value
+    return merged
+
+
+def block_seed(seed: int, block: int) -> int:
+    """The sampling seed of block `block` of an iteration seeded `seed`: the seed itself for block 0, else a
+    31-bit seed derived from both (numpy's SeedSequence), so no two blocks or iterations share a stream."""
+    return seed if block == 0 else int(np.random.SeedSequence([seed, block]).generate_state(1)[0] >> 1)
+
+
+def blocks(count: int, block: int | None, num_processes: int) -> list[range]:
+    """The sampling blocks of `count` prompts: `block` prompts each, or one per process when `block` is None."""
+    size = block or max(1, math.ceil(count / num_processes))
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]
+
+
+def sample(accelerator, prompts: list, block: int | None, seed: int, draw: Callable[[list, int], list]) -> list:
+    """The groups of samples `draw(prompts_of_a_block, seed_of_that_block)` makes, block by block, each process
+    drawing every N-th block; every process gets all of them, in prompt order."""
+    ranges = blocks(len(prompts), block, accelerator.num_processes)
+    drawn = map_shards(accelerator, list(enumerate(ranges)),
+                       lambda mine: [draw([prompts[i] for i in r], block_seed(seed, b)) for b, r in mine])
+    return [group for groups in drawn for group in groups]
+
+
+def judge_matrices(accelerator, judge, prompts: list, texts: list, path: Path, chunk_size: int) -> np.ndarray:
+    """The judged K x K matrices of every prompt (prefkit.judges.preference_matrix), each process judging its
+    share with a checkpoint of its own (`judged.rank{R}-of-{N}.npz`, removed once gathered); the main process
+    writes them all to `path`, which a resumed run reads without judging again."""
+    from prefkit.judges import checkpoint, preference_matrix
+    from prefkit.judges.load import load_judge
+
+    if accelerator.num_processes == 1:
+        return preference_matrix(judge, prompts, texts, checkpoint=path, chunk_size=chunk_size)
+    judge, k = load_judge(judge), len(texts[0])
+    inputs = checkpoint.digest(prompts, texts)
+    done = checkpoint.load(path, inputs, judge.name, k)
+    if len(done) == len(prompts):
+        return np.stack(done)
+    own = path.with_name(f"{path.stem}.rank{accelerator.process_index}-of-{accelerator.num_processes}.npz")
+    pairs = list(zip(prompts, texts))
+    matrices = map_shards(accelerator, pairs, lambda mine: list(preference_matrix(
+        judge, [p for p, _ in mine], [t for _, t in mine], checkpoint=own, chunk_size=chunk_size)))
+    if accelerator.is_main_process:
+        checkpoint.save(path, matrices, inputs, judge.name, k)
+    accelerator.wait_for_everyone()
+    own.unlink(missing_ok=True)
+    return np.stack(matrices)
+
+
+def on_main(accelerator, compute: Callable):
+    """`compute()` on the main process only, its result broadcast to every process (the evaluation metrics and
+    the refresh decision: measured once, the same everywhere)."""
+    if accelerator.num_processes == 1:
+        return compute()
+    from accelerate.utils import broadcast_object_list
+
+    result = [compute() if accelerator.is_main_process else None]
+    return broadcast_object_list(result, from_process=0)[0]
+
+
+def stopping(accelerator, requested: bool) -> bool:
+    """A stop requested on any process, agreed on every one, so all stop at the same stage."""
+    return agree(accelerator, requested)[0]
+
+
+def mean_over_processes(accelerator, values: list[float]) -> list[float]:
+    """Each per-step value averaged over the processes (each one's mean over its equal slice of the global
+    batch: together, the mean over the global batch)."""
+    if accelerator.num_processes == 1 or not values:
+        return values
+    import torch
+
+    means = accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=accelerator.device), "mean")
+    return means.tolist()
