@@ -24,7 +24,7 @@ from pathlib import Path
 
 STAGES = {"sample": ("_samples",), "judge": ("_targets",), "score": ("_score",), "fit": ("fit_iteration",),
           "evaluate": ("_due", "_eval_samples", "iteration_metrics", "_tracking"),
-          "save": ("_save_model", "save_model"), "engine start": ("make_generator",)}
+          "save": ("_save_model", "save_model", "save_policy"), "engine start": ("make_generator",)}
 
 
 def judge(prompt: str, a: str, b: str) -> float:
