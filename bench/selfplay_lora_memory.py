@@ -3,8 +3,9 @@
     python bench/selfplay_lora_memory.py --out runs/bench-lora
     python bench/selfplay_lora_memory.py --out runs/bench-lora --sizes task --iterations 3
 
-Each (model, mode) pair runs in a fresh process: `--iterations` MPO iterations on the task's prompts against its
-exact oracle, the magnet refreshed every iteration (so π_0 and the magnet are both held: a frozen copy each in
+Each (model, mode) pair runs in a fresh process: `--iterations` MPO iterations on the task's prompts, judged by its
+oracle (sampled win rates, one best-worst pair per prompt: one optimizer step per iteration), the magnet refreshed
+every iteration (so π_0 and the magnet are both held: a frozen copy each in
 full fine-tuning, the base with the adapter off and a second adapter slot with LoRA). Measured per run:
 
 - tensors alive right after each optimizer step (found by the garbage collector: the weights of every model
@@ -30,8 +31,9 @@ from pathlib import Path
 
 SIZES = {"task": dict(), "84m": dict(hidden_size=1024, layers=8, heads=8)}
 SETTINGS = dict(prompts="task", judge="task", loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2}, refresh_every=1,
-                prompts_per_iteration=8, samples_per_prompt=4, max_new_tokens=8, eval_limit=4, kl_samples=1,
-                batch_size=8, epochs=1, learning_rate=1e-4, keep_policies=None, progress=False)
+                winrates="sampled", pairs="best_worst", prompts_per_iteration=8, samples_per_prompt=4,
+                max_new_tokens=8, eval_limit=4, kl_samples=1, batch_size=8, epochs=1, learning_rate=1e-4,
+                keep_policies=None, progress=False)
 LORA = {"r": 16, "alpha": 32}  # prefkit's defaults: every linear layer of the decoder (target_modules: all-linear)
 
 
