@@ -4,8 +4,8 @@
     python bench/selfplay_lora_memory.py --out runs/bench-lora --sizes task --iterations 3
 
 Each (model, mode) pair runs in a fresh process: `--iterations` MPO iterations on the task's prompts, judged by its
-oracle (sampled win rates, one best-worst pair per prompt: one optimizer step per iteration), the magnet refreshed
-every iteration (so π_0 and the magnet are both held: a frozen copy each in
+oracle (sampled win rates, 4 prompts x 4 samples, every pair with the judge's soft label: 3 optimizer steps of 8
+pairs per iteration), the magnet refreshed every iteration (so π_0 and the magnet are both held: a frozen copy each in
 full fine-tuning, the base with the adapter off and a second adapter slot with LoRA). Measured per run:
 
 - tensors alive right after each optimizer step (found by the garbage collector: the weights of every model
@@ -31,7 +31,7 @@ from pathlib import Path
 
 SIZES = {"task": dict(), "84m": dict(hidden_size=1024, layers=8, heads=8)}
 SETTINGS = dict(prompts="task", judge="task", loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2}, refresh_every=1,
-                winrates="sampled", pairs="best_worst", prompts_per_iteration=8, samples_per_prompt=4,
+                winrates="sampled", pairs="all", prompts_per_iteration=4, samples_per_prompt=4,
                 max_new_tokens=8, eval_limit=4, kl_samples=1, batch_size=8, epochs=1, learning_rate=1e-4,
                 keep_policies=None, progress=False)
 LORA = {"r": 16, "alpha": 32}  # prefkit's defaults: every linear layer of the decoder (target_modules: all-linear)
@@ -82,6 +82,8 @@ def child(model: str, mode: str, out: Path, iterations: int) -> dict:
               **({"lora": LORA} if mode == "lora" else {})}
     config = load_config(None, values=values, kind=SelfPlayConfig)
     selfplay(config)
+    if not peak["tensors"]:
+        raise SystemExit("no optimizer step ran: the judged samples gave no training pairs")
     policy = out / "iter-0001" / "policy"
     return {"mode": mode, "peak_tensors_mb": peak["tensors"] / 2 ** 20,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
