@@ -94,6 +94,15 @@ def test_dora_merged_weights_match_peft_merge(initial):
     assert all(torch.allclose(merged[k], expected[k], rtol=0, atol=1e-12) for k in merged)
 
 
+@pytest.mark.parametrize("lora", [LORA, {**LORA, "use_dora": True}], ids=["lora", "dora"])
+def test_a_fresh_adapter_computes_exactly_the_base_model(initial, task, tokenizer, lora):
+    """Why π_0 may be the base with the adapter switched off: a fresh adapter adds exactly nothing."""
+    from prefkit.modeling.load import load_model
+
+    fresh = load_model(initial, lora=lora, fuse=False)
+    assert torch.equal(logps(fresh, tokenizer, task), logps(load_model(initial, fuse=False), tokenizer, task))
+
+
 def test_adapter_anchors_hold_one_base_model_and_refresh_by_copying_the_adapter(initial, task, tokenizer):
     from prefkit.modeling.load import load_model
 
