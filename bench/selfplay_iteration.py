@@ -30,7 +30,7 @@ from pathlib import Path
 
 STAGES = {"sample": ("_samples",), "judge": ("_targets",), "score": ("_score",), "fit": ("fit_iteration",),
           "evaluate": ("_measure",),  # the refresh decision, π_t's eval answers, their win rates, KL, entropy
-          "save": ("_save_model", "save_model"), "engine start": ("make_generator",)}
+          "save": ("_save_model", "save_model", "save_policy"), "engine start": ("make_generator",)}
 
 
 def judge(prompt: str, a: str, b: str) -> float:

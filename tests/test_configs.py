@@ -51,3 +51,8 @@ def test_task_export_feeds_the_configs(tmp_path, monkeypatch):
                  "prompts_per_iteration=4", "eval_limit=4", "progress=false"]) == 0
     record = json.loads((tmp_path / "runs" / "mpo" / "metrics.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 1 and 0 <= record["duality_gap"] <= 1 and "tracking_tv" in record
+    # configs/mpo_lora.yaml: the policy is an adapter; final/ holds it, merged/ the full model
+    assert main(["selfplay", "--config", str(CONFIGS[0].parent / "mpo_lora.yaml"), "iterations=1",
+                 "prompts_per_iteration=4", "eval_limit=4", "progress=false"]) == 0
+    run = tmp_path / "runs" / "mpo-lora"
+    assert (run / "final" / "adapter_config.json").is_file() and (run / "merged" / "model.safetensors").is_file()

@@ -39,9 +39,11 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
+    """A saved model's weights, or a LoRA run's adapter weights."""
     from safetensors.torch import load_file
 
-    return load_file(str(path / "model.safetensors"))
+    adapter = path / "adapter_model.safetensors"
+    return load_file(str(adapter if adapter.is_file() else path / "model.safetensors"))
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -204,7 +206,9 @@ def selfplay_config(initial, out, **values):
     return load_config(None, flags, overrides, kind=SelfPlayConfig)
 
 
-@pytest.mark.parametrize("loss, extra", [("inpo", {}), ("mpo", {"refresh_every": 2})])
+@pytest.mark.parametrize("loss, extra", [("inpo", {}), ("mpo", {"refresh_every": 2}),
+                                         ("mpo", {"refresh_every": 2, "lora": {"r": 4, "dropout": 0.1}})],
+                         ids=["inpo", "mpo", "mpo-lora"])
 def test_self_play_resume_keeps_the_initial_model_as_reference_until_a_magnet_is_saved(initial, tmp_path,
                                                                                         loss, extra):
     from prefkit.selfplay.loop import selfplay
@@ -215,10 +219,10 @@ def test_self_play_resume_keeps_the_initial_model_as_reference_until_a_magnet_is
     assert_same_weights(tmp_path / "once" / "final", tmp_path / "twice" / "final")
     from safetensors.torch import load_file
 
-    for t in (2, 3):  # the reference log-probs each iteration trained against are the same, not only the end
+    for t in (2, 3):  # the log-probs each iteration trained against are the same, not only the end
         once, twice = (load_file(str(tmp_path / run / f"iter-{t:04d}" / "logps.safetensors"))
                        for run in ("once", "twice"))
-        assert torch.equal(once["ref"], twice["ref"]), t
+        assert torch.equal(once["ref"], twice["ref"]) and torch.equal(once["prev"], twice["prev"]), t
 
 
 def test_a_planted_pickle_in_self_play_tables_never_runs(initial, tmp_path, capsys):
@@ -294,10 +298,11 @@ def test_the_first_signal_asks_to_stop_and_a_second_exits_at_once(monkeypatch, c
 
 
 @pytest.mark.slow
-def test_self_play_stops_on_sigterm_and_resumes_bit_exact(initial, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["lora.r=4"]], ids=["full", "lora"])
+def test_self_play_stops_on_sigterm_and_resumes_bit_exact(initial, tmp_path, extra):
     args = ["selfplay", "--model", initial, "loss=mpo", "refresh_every=2", "iterations=3",
             "prompts_per_iteration=4", "samples_per_prompt=3", "max_new_tokens=4", "eval_limit=4", "batch_size=4",
-            "epochs=1", "learning_rate=1e-3", "progress=false"]
+            "epochs=1", "learning_rate=1e-3", "progress=false", *extra]
     once = start(args + ["--output-dir", str(tmp_path / "once")])
     assert once.wait(timeout=300) == 0, once.stderr.read()
     twice = start(args + ["--output-dir", str(tmp_path / "twice")])

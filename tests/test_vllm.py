@@ -122,7 +122,27 @@ def test_sampled_canonical_answers_follow_the_models_exact_distribution(pretrain
     assert chi2.sf(statistic, dof) < 1e-6, (statistic, dof)
 
 
-def test_a_self_play_run_with_vllm_completes_and_resumes_to_the_same_result(pretrained, tmp_path):
+def test_a_lora_policy_is_pushed_as_merged_weights(pretrained, engine):
+    from prefkit.modeling.load import load_model
+
+    task, model, tokenizer, path = pretrained
+    policy = load_model(path, lora={"r": 4, "alpha": 8}, fuse=False).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a fresh adapter adds nothing (B = 0): give it weights that move the model
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.3, generator=generator)
+    before = {k: v.clone() for k, v in policy.state_dict().items()}
+    prompts = task.prompts(split="eval")[:8]
+    groups, logps = engine.sample(policy, "lora-policy", tokenizer, prompts, 4, seed=4, max_new_tokens=8,
+                                  logprobs=True)
+    assert largest_gap(policy, tokenizer, prompts, groups, logps) < TOLERANCE
+    assert largest_gap(model, tokenizer, prompts, groups, logps) > 100 * TOLERANCE  # the adapter was in the push
+    assert all(torch.equal(v, before[k]) for k, v in policy.state_dict().items())  # merged out of place
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 4}], ids=["full", "lora"])
+def test_a_self_play_run_with_vllm_completes_and_resumes_to_the_same_result(pretrained, tmp_path, lora):
     from safetensors.torch import load_file
 
     from test_selfplay import config
@@ -130,7 +150,7 @@ def test_a_self_play_run_with_vllm_completes_and_resumes_to_the_same_result(pret
 
     path = pretrained[3]
     settings = dict(generator="vllm", vllm=OPTIONS, loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2},
-                    refresh_every=2, winrates="sampled", max_new_tokens=6)
+                    refresh_every=2, winrates="sampled", max_new_tokens=6, **({"lora": lora} if lora else {}))
     selfplay(config(path, tmp_path / "once", iterations=3, **settings))
     selfplay(config(path, tmp_path / "twice", iterations=1, **settings))
     selfplay(config(path, tmp_path / "twice", iterations=3, resume=True, **settings))
@@ -140,7 +160,8 @@ def test_a_self_play_run_with_vllm_completes_and_resumes_to_the_same_result(pret
         assert once == twice, t
     samples = json.loads((tmp_path / "once" / "iter-0002" / "samples.json").read_text())["samples"]
     assert all(len(group) == 3 for group in samples) and any(s["ids"] for g in samples for s in g)
-    once, twice = (load_file(str(tmp_path / run / "final" / "model.safetensors")) for run in ("once", "twice"))
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
+    once, twice = (load_file(str(tmp_path / run / "final" / weights)) for run in ("once", "twice"))
     assert all(torch.equal(once[k], twice[k]) for k in once)
 
 

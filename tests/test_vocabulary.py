@@ -124,17 +124,15 @@ def test_lora_names_apply_with_use_peft_as_in_trl():
 def test_the_self_play_config_shares_the_vocabulary():
     config = load_config(kind=SelfPlayConfig, values={
         "model_name_or_path": "m", "output_dir": "o", "per_device_train_batch_size": 4, "num_train_epochs": 3,
-        "lr_scheduler_type": "constant", "torch_dtype": "bfloat16", "seed": 7})
+        "lr_scheduler_type": "constant", "torch_dtype": "bfloat16", "seed": 7, "use_peft": True, "lora_r": 8})
     assert (config.model, config.batch_size, config.epochs, config.schedule, config.dtype, config.seed) == (
         "m", 4, 3, "constant", "bfloat16", 7)
+    assert config.lora["r"] == 8 and config.lora["alpha"] == 32  # LoRA self-play, TRL's ModelConfig defaults
     with pytest.raises(PrefkitError) as error:
         load_config(kind=SelfPlayConfig, values={"model": "m", "output_dir": "o", "per_device_eval_batch_size": 2,
-                                                 "eval_strategy": "steps", "use_peft": True, "lora_r": 8,
-                                                 "sync_ref_model": True, "beta": 0.1})
+                                                 "eval_strategy": "steps", "sync_ref_model": True, "beta": 0.1})
     for text in ["'per_device_eval_batch_size' (prefkit's 'eval_batch_size') is not a setting of this command",
                  "'eval_strategy' (prefkit's 'eval_steps') is not a setting of this command",
-                 "'use_peft' (prefkit's 'lora') is not a setting of this command",
-                 "'lora_r' (prefkit's 'lora.r') is not a setting of this command",
                  "'sync_ref_model' (prefkit's 'reference') is not a setting of this command"]:
         assert text in str(error.value), text
     assert "'beta'" not in str(error.value)  # self-play has loss_params: beta is its loss's

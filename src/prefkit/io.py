@@ -87,17 +87,18 @@ def quiet_transformers():
             logging.enable_progress_bar()
 
 
-def save_model(model, tokenizer, directory: Path, extra: Callable[[Path], None] | None = None) -> Path:
+def save_model(model, tokenizer, directory: Path, extra: Callable[[Path], None] | None = None, **options) -> Path:
     """A model in Hugging Face format with its tokenizer (and whatever `extra(folder)` adds, e.g. a model card),
     written beside `directory` and moved into place only when complete; a failure (a full disk) leaves no
-    half-written folder and the previous one intact."""
+    half-written folder and the previous one intact. `options` go to `save_pretrained` (peft's
+    `selected_adapters`)."""
     directory = Path(directory)
     tmp = directory.with_name(directory.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)  # debris of an interrupted save
     try:
         with quiet_transformers():
-            model.save_pretrained(tmp, safe_serialization=True)
+            model.save_pretrained(tmp, safe_serialization=True, **options)
         tokenizer.save_pretrained(tmp)
         if extra is not None:
             extra(tmp)

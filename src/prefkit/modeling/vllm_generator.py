@@ -73,6 +73,18 @@ def problems(generator: str, values: dict) -> list[str]:
     return found
 
 
+def adapter_problems(values: dict) -> list[str]:
+    """With a LoRA policy the in-process engine gets the merged weights from memory; an engine that reloads the
+    saved policy from disk (a server, or workers in processes of their own) would find only the adapter there."""
+    if values.get("server"):
+        return ["vllm.server reloads the weights from the saved policy, which with lora is only the adapter: "
+                "drop vllm.server (the engine in this process takes the merged weights) or train without lora"]
+    if values.get("tensor_parallel_size", 1) > 1:
+        return ["vllm.tensor_parallel_size > 1 reloads the weights from the saved policy, which with lora is only "
+                "the adapter: use tensor_parallel_size 1 or train without lora"]
+    return []
+
+
 def make_generator(config):
     """The sampler `generator: vllm` asks for (None for `hf`): the engine starts from `config.model`."""
     if config.generator != "vllm":
@@ -142,7 +154,9 @@ class LocalEngine(_Engine):
         if self.options.tensor_parallel_size > 1:  # workers in processes of their own: they read the saved policy
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(saved)})
         else:
-            weights = ((name, tensor.detach()) for name, tensor in policy.state_dict().items())
+            from prefkit.modeling.adapters import full_weights
+
+            weights = full_weights(policy)  # with LoRA, merged tensor by tensor: vLLM takes full weights
             self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights})
         self.llm.reset_prefix_cache()
 

@@ -6,11 +6,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefkit.modeling.load import DTYPES
+from prefkit.modeling.vllm_generator import adapter_problems as vllm_adapter_problems
 from prefkit.modeling.vllm_generator import problems as vllm_problems
 from prefkit.selfplay.distributed import launch_problems
 from prefkit.train.tracking import BACKENDS
-from prefkit.train.validation import (Limit, above, at_least, check_fields, hub_problems, loss_problems,
-                                      raise_problems, within)
+from prefkit.train.validation import (Limit, above, adapter_problems, at_least, check_fields, hub_problems,
+                                      loss_problems, raise_problems, within)
 
 PAIRINGS = ("auto", "all", "best_worst", "top2", "canonical")
 WINRATES = ("auto", "exact", "sampled", "weighted")
@@ -62,6 +63,8 @@ class SelfPlayConfig:
     # model and bookkeeping
     dtype: str = "float32"
     trust_remote_code: bool = False
+    lora: dict[str, Any] | None = None  # the policy is a LoRA adapter, as in `prefkit train` (docs "LoRA self-play")
+    merge_lora: bool = False  # with LoRA, also write final/'s adapter merged into the base (merged/)
     logprob_chunk_size: int = 1024
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
@@ -110,7 +113,9 @@ class SelfPlayConfig:
         if not bad & {"generator", "vllm"}:
             problems += vllm_problems(self.generator, self.vllm)
         problems += launch_problems(self.generator)
-        problems += hub_problems(self)
+        problems += hub_problems(self) + adapter_problems(self, bad)
+        if self.lora and self.generator == "vllm" and not bad & {"vllm"}:
+            problems += vllm_adapter_problems(self.vllm)
         if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:

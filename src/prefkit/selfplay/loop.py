@@ -21,14 +21,14 @@ import torch
 from prefkit import losses
 from prefkit.errors import PrefkitError, RunStopped
 from prefkit.eval.curves import write_run_report
-from prefkit.io import atomic_write, read_json, save_model, write_json
+from prefkit.io import atomic_write, read_json, write_json
 from prefkit.modeling.generation import Sample, encode_prompt, generate
-from prefkit.modeling.load import load_model, load_tokenizer
-from prefkit.modeling.reference import FrozenCopy
+from prefkit.modeling.load import load_tokenizer
 from prefkit.modeling.vllm_generator import make_generator
 from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
+from prefkit.selfplay.anchors import load_policy, make_anchors, policy_path, save_policy, using
 from prefkit.selfplay.config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.selfplay.disk import prune_policies
 from prefkit.selfplay import distributed
@@ -55,7 +55,7 @@ class Run:
     judge: object
     tokenizer: object
     model: object
-    magnet: FrozenCopy
+    anchors: object  # π_0 and the magnet: frozen copies, or with LoRA adapter states (prefkit.selfplay.anchors)
     task: object
     train_prompts: list
     eval_prompts: list
@@ -66,7 +66,6 @@ class Run:
     winrates: str  # "exact", "sampled" or "weighted" (prefkit.selfplay.winrates.resolve)
     pairs: str
     source: object  # the judge's enumerating side, or None for a black box
-    initial: FrozenCopy | None  # π_0, kept for KL metrics when the magnet moves away from it
     engine_parts: tuple  # (accelerator, the policy prepared for the training engine)
     generator: object = None  # the vLLM engine that samples (generator: vllm); None: transformers' generate
 
@@ -84,25 +83,18 @@ def selfplay(config: SelfPlayConfig) -> Path:
     task, train_prompts, eval_prompts = _prompts(config)  # and so does a bad prompts file
     state = _read_state(out) if config.resume else {"completed": 0, "magnet": 0}
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = _load_policy(out, state["completed"], config)
-    # the magnet is the policy of the iteration that last refreshed it, and the initial model until then
-    magnet = FrozenCopy(_load_policy(out, state["magnet"], config) if state["magnet"] != state["completed"]
-                        else model, config.logprob_chunk_size, config.packing)
+    model = load_policy(out, state["completed"], config)
+    anchors = make_anchors(model, out, state, config)
     eval_prompts = eval_prompts[:config.eval_limit]
     baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config) if main else []  # π_0's, once
-    moving = bool(config.refresh_every or config.refresh_gap)
-    initial = None  # π_0 for the KL metrics, kept only when the magnet moves away from it
-    if moving:
-        first = model if state["completed"] == 0 else _load_policy(out, 0, config)
-        initial = FrozenCopy(first, config.logprob_chunk_size, config.packing)
     objective = losses.Objective(config.loss, None, config.loss_params)
     kind = objective.kind_for(SELFPLAY_FEEDS)
     accelerator, policy = _engine_parts(model, config, trackers, out)
     distributed.check_processes(accelerator)
     tracker = Tracker(accelerator, out, asdict(config), enabled=main, trackers=trackers, project=config.project,
                       run_name=config.run_name)
-    run = Run(config, out, state, judge, tokenizer, model, magnet, task, train_prompts, eval_prompts,
-              kind == "selfplay-singles", objective.reads(*LABELS), tracker, baseline, mode, pairs, source, initial,
+    run = Run(config, out, state, judge, tokenizer, model, anchors, task, train_prompts, eval_prompts,
+              kind == "selfplay-singles", objective.reads(*LABELS), tracker, baseline, mode, pairs, source,
               (accelerator, policy))
     run.generator = make_generator(config)
 
@@ -129,7 +121,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     """Sample, judge, score, fit, refresh, measure, save; each stage's output is on disk before the next starts,
     so a stop request between stages (or during the fit, which is a pure function of those outputs) loses
     nothing."""
-    config, model, magnet, tokenizer = run.config, run.model, run.magnet, run.tokenizer
+    config, model, magnet, tokenizer = run.config, run.model, run.anchors.view("magnet"), run.tokenizer
     folder = run.out / f"iter-{t:04d}"
     accelerator = run.engine_parts[0]
 
@@ -138,8 +130,8 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
             raise stop.stopped(f"iteration {t}'s {saved}; --resume continues from them")
 
     prompts = _iteration_prompts(run.train_prompts, t, config.prompts_per_iteration)
-    samples, opponents = _samples(folder, model, magnet.model, tokenizer, prompts, config, seed=config.seed * 1000 + t,
-                                  engine=run.generator, policy_dir=_policy_path(run.out, t - 1, config),
+    samples, opponents = _samples(folder, model, magnet, tokenizer, prompts, config, seed=config.seed * 1000 + t,
+                                  engine=run.generator, policy_dir=policy_path(run.out, t - 1, config),
                                   accelerator=accelerator)
     check("samples")
     before = distributed.map_shards(accelerator, prompts, lambda part: winrates.distributions(
@@ -148,7 +140,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
                                       matrices=labels, enumerated=enumerated,
                                       baseline=0.5 if run.winrates == "exact" else None, labelled=run.labelled)
-    tables = _score(folder, model, magnet.model, examples, tokenizer, config, accelerator)
+    tables = _score(folder, model, magnet, examples, tokenizer, config, accelerator)
     check("samples, judgements and log-prob tables")
     losses_seen = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t,
                                 stop=stop, loss_params=config.loss_params_at(t))
@@ -162,11 +154,11 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
                    train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
     if accelerator.is_main_process:
-        save_model(model, tokenizer, folder / "policy")
+        save_policy(model, tokenizer, folder / "policy", config)
     if refreshed:
-        magnet.model.load_state_dict(model.state_dict())
+        run.anchors.refresh(model)
         if accelerator.is_main_process:
-            save_model(magnet.model, tokenizer, run.out / "magnet")  # for users; resume reads iter-NNNN/policy
+            save_policy(model, tokenizer, run.out / "magnet", config)  # for users; resume reads iter-NNNN/policy
         run.state["magnet"] = t
     run.tracker.log(t, metrics)
     run.state["completed"] = t
@@ -179,11 +171,11 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
 
 def _measure(run: Run, t: int, prompts: list, before) -> tuple[bool, dict[str, float]]:
     """Whether the magnet is refreshed after iteration t, and the iteration's evaluation metrics."""
-    config, model, magnet, tokenizer = run.config, run.model, run.magnet, run.tokenizer
+    config, model, magnet, tokenizer = run.config, run.model, run.anchors.view("magnet"), run.tokenizer
     refreshed = _due(config, t, run.state, model, magnet, tokenizer, run.task, run.eval_prompts)
     answers = _eval_samples(run.out, t, model, tokenizer, run.eval_prompts, config)
     previous = _eval_samples(run.out, t - 1, model, tokenizer, run.eval_prompts, config)
-    anchors = {"magnet": magnet.model, "initial": (run.initial or magnet).model}
+    anchors = {"magnet": magnet, "initial": run.anchors.view("initial")}
     metrics = iteration_metrics(run.judge, model, anchors, tokenizer, run.eval_prompts, answers, run.baseline,
                                 previous, run.task, config, t, run.source)
     if before is not None:
@@ -264,7 +256,8 @@ def _tracking(run: Run, prompts: list, before: list, loss_params: dict) -> dict[
     first = {p: i for i, p in reversed(list(enumerate(prompts)))}  # each prompt once
     unique = list(first)
     after = winrates.distributions(run.model, run.tokenizer, run.source, unique)
-    magnet = winrates.distributions(run.magnet.model, run.tokenizer, run.source, unique)
+    with run.anchors.view("magnet") as anchor:
+        magnet = winrates.distributions(anchor, run.tokenizer, run.source, unique)
     results = []
     for prompt, now, anchor in zip(unique, after, magnet):
         start = before[first[prompt]]
@@ -274,17 +267,6 @@ def _tracking(run: Run, prompts: list, before: list, loss_params: dict) -> dict[
     # a share of a move below a thousandth of a nat per response is noise over nothing: report none
     share = achieved.sum() / intended.sum() if intended.mean() > 1e-6 else float("nan")
     return {"tracking_tv": float(distances.mean()), "tracking_share": float(share)}
-
-
-def _policy_path(out: Path, iteration: int, config: SelfPlayConfig) -> str:
-    """Where π_iteration is saved: the initial model for 0, else the policy saved after that iteration."""
-    return str(out / f"iter-{iteration:04d}" / "policy") if iteration else config.model
-
-
-def _load_policy(out: Path, iteration: int, config: SelfPlayConfig):
-    """π_iteration, loaded from `_policy_path`."""
-    return load_model(_policy_path(out, iteration, config), dtype=config.dtype,
-                      trust_remote_code=config.trust_remote_code, fuse=config.fuse_modules)
 
 
 def _due(config, t, state, model, magnet, tokenizer, task, eval_prompts) -> bool:
@@ -300,7 +282,8 @@ def _due(config, t, state, model, magnet, tokenizer, task, eval_prompts) -> bool
     cyclic = [p for p in eval_prompts if task.kind(p) == "cyclic"]
     alpha = losses.get(config.loss).check_hyperparameters(config.loss_params).get("alpha", 0.0)
     policy = canonical_distributions(model, tokenizer, task, cyclic)
-    anchor = canonical_distributions(magnet.model, tokenizer, task, cyclic)
+    with magnet as magnet_model:
+        anchor = canonical_distributions(magnet_model, tokenizer, task, cyclic)
     gaps = [regularised_gap(task.preference_matrix(p), pi, alpha, mu) for p, (pi, _), (mu, _) in
             zip(cyclic, policy, anchor)]
     return bool(np.mean(gaps) < config.refresh_gap)
@@ -409,9 +392,11 @@ def _score(folder, model, magnet_model, examples, tokenizer, config, accelerator
     options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
                    packing=config.packing, device=model.device)
     indices = list(range(len(examples)))
-    tables = {name: torch.tensor(distributed.map_shards(accelerator, indices, lambda mine, m=m: score_examples(
-        m, examples, mine, tokenizer.pad_token_id, **options)), dtype=torch.float32)
-              for name, m in (("prev", model), ("ref", magnet_model))}
+    tables = {}
+    for name, policy in (("prev", model), ("ref", magnet_model)):
+        with using(policy) as scored:  # the magnet: a frozen copy, or with LoRA an adapter state of `model`
+            tables[name] = torch.tensor(distributed.map_shards(accelerator, indices, lambda mine: score_examples(
+                scored, examples, mine, tokenizer.pad_token_id, **options)), dtype=torch.float32)
     if accelerator.is_main_process:
         atomic_write(path, lambda tmp: save_file(tables, str(tmp)))
     return tables
@@ -420,6 +405,7 @@ def _score(folder, model, magnet_model, examples, tokenizer, config, accelerator
 def _save_final(run: Run) -> Path:
     """final/: the policy, its tokenizer and a model card (method, hyper-parameters, judge, prompts)."""
     final, accelerator = run.out / "final", run.engine_parts[0]
+    run.anchors.close()  # training is over: final/ gets the policy alone (with LoRA, its one adapter)
     if accelerator.is_main_process:
         records = read_metrics(run.out)
         metrics = {k: v for k, v in (records[-1] if records else {}).items() if k != "step"}

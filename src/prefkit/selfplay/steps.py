@@ -13,6 +13,7 @@ import torch
 from prefkit import losses
 from prefkit.data import Example
 from prefkit.modeling.generation import encode_prompt
+from prefkit.selfplay.anchors import using
 from prefkit.train.batches import BatchOrder, collate
 
 
@@ -138,7 +139,7 @@ def iteration_metrics(judge, model, anchors: dict, tokenizer, prompts, answers, 
                       t: int, source=None) -> dict[str, float]:
     """Win rates against π_0 and π_{t-1} (with 95% intervals), length, KL to the magnet and to π_0, generation
     entropy, and on the bundled task the exact duality gap on its cyclic prompts (with the mass outside the
-    canonical sets). `anchors` maps "magnet" and "initial" to their models."""
+    canonical sets). `anchors` maps "magnet" and "initial" to their models or views (prefkit.selfplay.anchors)."""
     from prefkit.eval.entropy import sample_entropy
     from prefkit.eval.gaps import exact_gap_metrics
     from prefkit.eval.winrate import judge_samples
@@ -176,7 +177,8 @@ def kl_metrics(model, anchors: dict, tokenizer, prompts, config, seed: int) -> d
     own = score(model, scored).double()
     metrics = {}
     for name, anchor in anchors.items():
-        log_ratio = score(anchor, scored).double() - own
+        with using(anchor) as view:
+            log_ratio = score(view, scored).double() - own
         metrics[f"kl_to_{name}"] = float((log_ratio.exp() - 1 - log_ratio).mean())
     return metrics
 
@@ -190,7 +192,8 @@ def exact_kl_metrics(model, anchors: dict, tokenizer, source, prompts) -> dict[s
     own = distributions(model, tokenizer, source, unique)
     metrics = {}
     for name, anchor in anchors.items():
-        other = distributions(anchor, tokenizer, source, unique)
+        with using(anchor) as view:
+            other = distributions(view, tokenizer, source, unique)
         metrics[f"kl_to_{name}_exact"] = float(np.mean([_kl(a, b) for a, b in zip(own, other)]))
     return metrics
 

@@ -22,7 +22,7 @@ from prefkit.data.examples import LIST_PAIRS
 from prefkit.errors import PrefkitError
 from prefkit.modeling.load import DTYPES
 from prefkit.train.tracking import BACKENDS
-from prefkit.train.validation import (above, at_least, check_fields, checked, hub_problems, lora_problems,
+from prefkit.train.validation import (above, adapter_problems, at_least, check_fields, checked, hub_problems,
                                       loss_problems, raise_problems, within)
 from prefkit.train.vocabulary import translate
 
@@ -126,12 +126,9 @@ class TrainConfig:
         if "chat_template" not in bad and self.chat_template is not None:
             problems += chat_template_problems(self.chat_template)
         problems += hub_problems(self)
-        if self.merge_lora and not self.lora:
-            problems.append("'merge_lora' needs a LoRA adapter (lora: {r: 16}, or use_peft: true)")
+        problems += adapter_problems(self, bad)
         if self.ref_sync_steps is not None and self.reference not in ("copy", "auto"):
             problems.append("'ref_sync_steps' (TR-DPO) needs reference: copy")
-        if "lora" not in bad and self.lora is not None:
-            problems += lora_problems(self.lora)
         if not bad & {"loss", "loss_params", "loss_weights"}:
             problems += self._loss_problems()
         return problems

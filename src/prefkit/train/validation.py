@@ -191,6 +191,16 @@ def lora_problems(options: dict) -> list[str]:
     return problems
 
 
+def adapter_problems(config, bad: set[str]) -> list[str]:
+    """`lora` and `merge_lora`, as `prefkit train` and `prefkit selfplay` both take them."""
+    problems = []
+    if config.merge_lora and not config.lora:
+        problems.append("'merge_lora' needs a LoRA adapter (lora: {r: 16}, or use_peft: true)")
+    if "lora" not in bad and config.lora is not None:
+        problems += lora_problems(config.lora)
+    return problems
+
+
 def hub_problems(config) -> list[str]:
     """`push_to_hub` needs a token (HF_TOKEN or a saved login), checked before anything loads."""
     if not config.push_to_hub:
