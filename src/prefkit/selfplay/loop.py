@@ -32,7 +32,7 @@ from prefkit.train.rundir import open_run
 from prefkit.selfplay.config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.selfplay.disk import prune_policies
 from prefkit.train.signals import StopRequests
-from prefkit.selfplay.steps import build_examples, fit_iteration, iteration_metrics
+from prefkit.selfplay.steps import build_examples, fit_iteration, fit_metrics, iteration_metrics
 from prefkit.selfplay import winrates
 from prefkit.train.console import Console
 from prefkit.train.model_card import save_final
@@ -139,9 +139,8 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
                                       baseline=0.5 if run.winrates == "exact" else None)
     tables = _score(folder, model, magnet.model, examples, tokenizer, config, run.per_response)
     check("samples, judgements and log-prob tables")
-    losses_seen = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, not run.per_response,
-                                seed=t,
-                                stop=stop, loss_params=config.loss_params_at(t))
+    fitted = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, not run.per_response,
+                           seed=t, stop=stop, loss_params=config.loss_params_at(t))
     check("samples, judgements and log-prob tables")
     if not all_finite(model):
         raise RunStopped(f"iteration {t}: the weights are not finite; the policy of iteration {t - 1} is kept")
@@ -155,7 +154,8 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
         metrics.update(_tracking(run, prompts, before, config.loss_params_at(t)))
     if config.eta_final is not None:
         metrics["eta"] = float(config.loss_params_at(t)["eta"])
-    metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
+    metrics.update(fit_metrics(fitted))
+    metrics.update(refreshed=float(refreshed), examples=float(len(examples)),
                    train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
     save_model(model, tokenizer, folder / "policy")
     if refreshed:
@@ -174,7 +174,8 @@ def _engine_parts(model, config: SelfPlayConfig, trackers: list, out: Path) -> t
     from prefkit.train.engine import PolicyLogps, make_accelerator
 
     accelerator = make_accelerator(config.mixed_precision, trackers, str(out))
-    return accelerator, accelerator.prepare(PolicyLogps(model, config.logprob_chunk_size, config.packing))
+    policy = PolicyLogps(model, config.logprob_chunk_size, config.packing, config.token_metrics)
+    return accelerator, accelerator.prepare(policy)
 
 
 def _warn_early_refresh(config: SelfPlayConfig) -> None:

@@ -71,12 +71,13 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, pai
     iteration) whose learning rate decays linearly to 0 within the iteration (`schedule: linear`; `constant`
     keeps it): the fit then settles on the step it is fitting instead of jittering around it, which halves the
     tracking error near the equilibrium (docs/selfplay.md). `engine_parts` is (accelerator, prepared policy).
-    Returns the per-step losses. Seeded, so a resumed iteration refits bit for bit; returns early when `stop`
-    (prefkit.train.signals) has been requested."""
-    from prefkit.train.engine import Engine
+    Returns the metrics of each applied step: the loss and TRL's token metrics (prefkit.train.engine.token_metrics;
+    pairs: chosen then rejected, single responses: the entropy only). Seeded, so a resumed iteration refits bit
+    for bit; returns early when `stop` (prefkit.train.signals) has been requested."""
+    from prefkit.train.engine import Engine, pair_labels, token_metrics
 
     if not examples:
-        return [float("nan")]
+        return [{"loss": float("nan")}]
     accelerator, policy = engine_parts
     torch.manual_seed(config.seed * 1000 + seed)  # dropout draws do not depend on what ran before
     order = BatchOrder(len(examples), min(config.batch_size, len(examples)), 1, 0, config.seed + seed)
@@ -85,13 +86,14 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, pai
     objective = losses.Objective(config.loss, None, loss_params or config.loss_params)
 
     def loss_of(policy, batch):
-        logps, lengths = policy(batch)
+        logps, lengths, tokens = policy(batch)
         index = batch["index"].cpu()
         given = {k: v[index].to(logps.device) for k, v in inputs.items()}
         prev, ref = tables["prev"][index].to(logps.device), tables["ref"][index].to(logps.device)
         given.update(_model_inputs(logps, lengths, prev, ref, paired))
         loss = objective(given).losses.mean()
-        return loss, {"loss": loss.item()}
+        labels = pair_labels(lengths) if paired else None  # single responses: all desirable, nothing to split
+        return loss, {"loss": loss.item(), **token_metrics(tokens, lengths, labels)}
 
     seen = []
     engine.model.train()
@@ -101,9 +103,18 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, pai
         batch = collate(examples, order.indices(step), tokenizer.pad_token_id, paired, accelerator.device)
         update = engine.step(step + 1, [batch], 1, loss_of)
         if update.applied:
-            seen.append(update.metrics["loss"])
+            seen.append(update.metrics)
     engine.model.eval()
     return seen
+
+
+def fit_metrics(seen: list[dict[str, float]]) -> dict[str, float]:
+    """`fit_iteration`'s step metrics averaged over its steps: `loss` (nan when no step was applied), and TRL's
+    token metrics as `fit/NAME`, apart from the iteration's own metrics (its `entropy` is that of its evaluation
+    samples, prefkit.eval.entropy)."""
+    names = dict.fromkeys(["loss", *(k for step in seen for k in step)])
+    return {k if k == "loss" else f"fit/{k}": float(np.mean([step[k] for step in seen if k in step] or [np.nan]))
+            for k in names}
 
 
 def _model_inputs(logps, lengths, prev, ref, paired: bool) -> dict:
