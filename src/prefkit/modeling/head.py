@@ -53,8 +53,8 @@ class _Running:
     """`PositionStatistics` folded in block by block alongside the running logsumexp `lse` (which it updates):
     Σ p·z is kept relative to the logsumexp so far and rescaled as it grows; the argmax as the running best
     value and its column, replaced only by a strictly larger block maximum so that the first maximum wins. One
-    buffer of a block's size serves every block, and row sums are products with a vector of ones (BLAS): on
-    CPU this fold costs less than the `logsumexp` it replaces (bench/RESULTS.md)."""
+    buffer of a block's size serves every block (no allocation per block), and row sums are products with a
+    vector of ones (BLAS, several times faster than `sum` on CPU): the cost is in bench/RESULTS.md."""
 
     def __init__(self, lse: Tensor, rows: int, columns: int):
         self.logit_sum, self.weighted = torch.zeros_like(lse), torch.zeros_like(lse)
@@ -141,6 +141,7 @@ class HeadLogps(torch.autograd.Function):
                     running.fold(lse, r, c.start, logits)
                 if keep:
                     kept.append(logits)
+                del logits  # freed before the next block's are made: one block alive, not two
         ctx.save_for_backward(hidden, weight, bias, targets, lse, *kept)
         ctx.settings = (scale, softcap, rows, columns, dtype)
         if running is None:
