@@ -54,15 +54,16 @@ def setup_model(model_dir, data, batch: int, mixed_precision: str, device: str, 
     return accelerator, model, batches
 
 
-def train_step(model, optimizer, batch, reference_logps, accelerator) -> float:
-    """One step as prefkit.train.offline.fit runs it (one micro-batch), each phase a profiler range."""
+def train_step(model, optimizer, batch, reference_logps, accelerator, token_metrics: bool = True) -> float:
+    """One step as prefkit.train.offline.fit runs it (one micro-batch), each phase a profiler range; with
+    `token_metrics` the head also folds in TRL's token statistics, as `prefkit train`'s policy does."""
     from prefkit import losses
     from prefkit.modeling.logprobs import batch_logps
     from prefkit.train.batches import loss_inputs
 
     with accelerator.autocast():
         with record_function("## forward"):
-            out = batch_logps(model, batch)
+            out = batch_logps(model, batch, statistics=token_metrics)
         with record_function("## loss"):
             inputs = loss_inputs(out.logps, out.lengths, reference_logps, batch)
             loss = (losses.evaluate("dpo", **inputs).losses * batch.weights).mean()
@@ -109,6 +110,8 @@ def main() -> None:
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-token-metrics", dest="token_metrics", action="store_false",
+                        help="the head without TRL's token statistics (entropy, mean logit, argmax)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from prefkit.modeling.logprobs import batch_logps
@@ -119,7 +122,7 @@ def main() -> None:
         references = [batch_logps(model, b).logps.detach() for b in batches]  # what `precomputed` caches
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
-    train_step(model, optimizer, batches[0], references[0], accelerator)  # the optimizer's state now exists
+    train_step(model, optimizer, batches[0], references[0], accelerator, args.token_metrics)  # optimizer state now
     batch = batches[1]
     with accelerator.autocast():
         saved = saved_activation_bytes(model, batch, packing=True)
@@ -128,7 +131,7 @@ def main() -> None:
     start = time.perf_counter()
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else []),
                  profile_memory=True, record_shapes=True, with_stack=True) as prof:
-        loss = train_step(model, optimizer, batch, references[1], accelerator)
+        loss = train_step(model, optimizer, batch, references[1], accelerator, args.token_metrics)
     seconds = time.perf_counter() - start
     report(args, model, optimizer, batch, saved, account(*timeline(prof, args.device)), loss, seconds)
 
@@ -142,7 +145,7 @@ def report(args, model, optimizer, batch, saved, accounted, loss, seconds) -> No
     full_logits = completion_tokens * vocab * 4
     budget = 2 * weights + state + saved + full_logits // 10
     print(f"size {args.size} {SIZES[args.size]} batch {args.batch} mixed_precision {args.mixed_precision} "
-          f"device {args.device} torch {torch.__version__}; load {Path('/proc/loadavg').read_text().split()[:3]}")
+          f"device {args.device} token_metrics {args.token_metrics} torch {torch.__version__}; load {Path('/proc/loadavg').read_text().split()[:3]}")
     print(f"  completion tokens {completion_tokens}, packed positions {batch.packed.input_ids.numel()}, "
           f"padded positions {batch.input_ids.numel()}; loss {loss:.4f}; profiled step {seconds:.1f} s")
     print(f"  weights {weights / MB:.0f} MB, gradients {weights / MB:.0f} MB, optimizer state {state / MB:.0f} MB, "

@@ -107,7 +107,7 @@ def test_a_bf16_autocast_training_step_tracks_fp32(task, tokenizer):
         reference = torch.full((8,), -5.0)
 
         def loss_of(policy, batch):
-            logps, lengths = policy(batch)
+            logps, lengths, _ = policy(batch)
             result = objective(loss_inputs(logps, lengths, reference, batch))
             return result.losses.mean(), {"loss": result.losses.mean().item()}
 

@@ -40,6 +40,9 @@ def test_one_iteration_of_each_method(initial, tmp_path, loss, params, extra):
                 "kl_to_magnet_exact", "kl_to_initial_exact", "duality_gap", "mass_outside", "loss"):
         assert np.isfinite(record[key]), key
     assert min(record[k] for k in ("kl_to_magnet", "kl_to_initial", "kl_to_magnet_exact")) >= 0
+    paired = loss in ("mpo", "inpo", "online_ipo")  # the others fit single responses: no chosen / rejected
+    assert record["fit/entropy"] > 0 and ("fit/logits/chosen" in record) == paired  # the fit's token metrics
+    assert not paired or 0 <= record["fit/mean_token_accuracy"] <= 1
     fits_a_step = loss in ("mpo", "inpo", "sppo", "mpo_pg")  # online IPO and Nash-MD fit no exact tabular step
     assert ("tracking_tv" in record) == fits_a_step and (not fits_a_step or 0 <= record["tracking_tv"] <= 1)
     assert record["winrate_vs_initial_low"] <= record["winrate_vs_initial"] <= record["winrate_vs_initial_high"]

@@ -104,6 +104,8 @@ def test_unpaired_losses_train(workspace, tmp_path, loss):
     fit(config(workspace, tmp_path, data=workspace["unpaired"], loss=loss))
     record = [r for r in read_metrics(tmp_path) if "loss" in r][0]
     assert record["loss"] == pytest.approx(0.5 if loss == "kto" else 0.693147, abs=1e-5)
+    assert {"entropy", "logits/chosen", "logits/rejected"} <= set(record)  # KTOTrainer's token metrics
+    assert "mean_token_accuracy" not in record  # KTOTrainer logs none
 
 
 def test_mixture_from_the_command_line(workspace, tmp_path, capsys):
@@ -238,3 +240,14 @@ def test_num_tokens_counts_every_trained_token_and_eval_metrics_can_take_trls_na
     counts = [r["num_tokens"] for r in records if "num_tokens" in r]
     assert len(counts) == 2 and 0 < counts[0] < counts[1]  # cumulative, as TRL logs it
     assert any("eval_loss" in r for r in records) and not any("eval/loss" in r for r in records)
+    # TRL's token metrics, training and evaluation, under TRL's evaluation names
+    from transformers import AutoConfig
+
+    vocab = AutoConfig.from_pretrained(workspace["model"]).vocab_size
+    train = [r for r in records if "loss" in r]
+    evaluated = [r for r in records if "eval_loss" in r]
+    for record, prefix in ((train[-1], ""), (evaluated[-1], "eval_")):
+        names = [prefix + n for n in ("entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy")]
+        assert all(name in record for name in names), record
+        entropy, accuracy = record[prefix + "entropy"], record[prefix + "mean_token_accuracy"]
+        assert 0 < entropy <= math.log(vocab) and 0 <= accuracy <= 1

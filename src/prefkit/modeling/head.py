@@ -15,14 +15,70 @@ them and the backward pass does no recomputation.
 Matrix multiplies run in the autocast dtype when autocast is on, as `F.linear` would; everything per element
 (scaling, capping, log-softmax) runs in at least float32. This is what Liger's fused linear cross-entropy does
 on GPUs, for per-token log-probs rather than a mean loss, in plain tensor operations so that it runs anywhere.
+
+With `statistics`, the same block loop also folds in what TRL's logged metrics read from full logits
+(`PositionStatistics`: the sum of the logits, the entropy, whether the target is the argmax), per position and
+without gradient, as TRL 1.16's fused head does: the entropy log Σ e^z − Σ p·z from a running Σ p·z rescaled
+with the running logsumexp, so no [M, V] tensor is kept for it either.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
+
+
+class PositionStatistics(NamedTuple):
+    """Per-position statistics of the head's distribution z (scaled and capped logits), without gradient."""
+
+    logit_sum: Tensor  # Σ_v z_v (the mean logit is this over the vocabulary size)
+    entropy: Tensor  # -Σ_v p_v log p_v, p = softmax(z)
+    top1: Tensor  # bool: the target is z's argmax (the first one, as torch.argmax breaks ties)
+
+
+def position_statistics(logits: Tensor, targets: Tensor) -> PositionStatistics:
+    """`PositionStatistics` from full logits [..., V] (in at least float32), for paths that have them."""
+    with torch.no_grad():
+        z = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        lse = z.logsumexp(-1)  # entropy as lse - Σ p·z: no 0 · log 0 where a probability underflows
+        entropy = lse - ((z - lse.unsqueeze(-1)).exp_() * z).sum(-1)
+        return PositionStatistics(z.sum(-1), entropy, z.argmax(-1) == targets)
+
+
+class _Running:
+    """`PositionStatistics` folded in block by block alongside the running logsumexp `lse` (which it updates):
+    Σ p·z is kept relative to the logsumexp so far and rescaled as it grows; the argmax as the running best
+    value and its column, replaced only by a strictly larger block maximum so that the first maximum wins. One
+    buffer of a block's size serves every block (no allocation per block), and row sums are products with a
+    vector of ones (BLAS, several times faster than `sum` on CPU): the cost is in bench/RESULTS.md."""
+
+    def __init__(self, lse: Tensor, rows: int, columns: int):
+        self.logit_sum, self.weighted = torch.zeros_like(lse), torch.zeros_like(lse)
+        self.best = torch.full_like(lse, -torch.inf)
+        self.argmax = torch.zeros(len(lse), dtype=torch.long, device=lse.device)
+        self.buffer, self.ones = lse.new_empty(rows * columns), lse.new_ones(columns)
+
+    def fold(self, lse: Tensor, r: slice, start: int, logits: Tensor) -> None:
+        block_max, where = logits.max(-1)
+        shift = block_max.masked_fill(block_max.abs() == torch.inf, 0)  # as torch.logsumexp does
+        ones = self.ones[:logits.shape[1]]
+        e = torch.sub(logits, shift[:, None], out=self.buffer[:logits.numel()].view(logits.shape)).exp_()
+        total = e @ ones
+        weighted = e.mul_(logits) @ ones  # Σ e^(z - shift)·z
+        grown = torch.logaddexp(lse[r], total.log_().add_(shift))
+        self.weighted[r] = self.weighted[r] * (lse[r] - grown).exp() + weighted * (shift - grown).exp()
+        lse[r] = grown
+        self.logit_sum[r] += logits @ ones
+        better = block_max > self.best[r]
+        self.best[r] = torch.where(better, block_max, self.best[r])
+        self.argmax[r] = torch.where(better, where + start, self.argmax[r])
+
+    def result(self, lse: Tensor, targets: Tensor) -> PositionStatistics:
+        return PositionStatistics(self.logit_sum, lse - self.weighted, self.argmax == targets)
 
 
 def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, scale: float, softcap: float | None) -> Tensor:
@@ -65,10 +121,11 @@ class HeadLogps(torch.autograd.Function):
     """log softmax(head(hidden))[targets], block by block; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, scale, softcap, rows, columns, keep):
+    def forward(ctx, hidden, weight, bias, targets, scale, softcap, rows, columns, keep, statistics):
         dtype = _matmul_dtype(hidden)
         lse = hidden.new_full((len(targets),), -torch.inf, dtype=torch.promote_types(dtype, torch.float32))
         picked = torch.zeros_like(lse)
+        running = _Running(lse, min(rows, len(targets)), min(columns, len(weight))) if statistics else None
         kept = []
         with torch.autocast(hidden.device.type, enabled=False):
             h, w = hidden.to(dtype), weight.to(dtype)
@@ -78,15 +135,23 @@ class HeadLogps(torch.autograd.Function):
                 local_targets = targets[r] - c.start
                 inside = ((local_targets >= 0) & (local_targets < logits.shape[1])).nonzero()[:, 0]
                 picked[r][inside] = logits[inside, local_targets[inside]]
-                lse[r] = torch.logaddexp(lse[r], logits.logsumexp(-1))
+                if running is None:
+                    lse[r] = torch.logaddexp(lse[r], logits.logsumexp(-1))
+                else:
+                    running.fold(lse, r, c.start, logits)
                 if keep:
                     kept.append(logits)
+                del logits  # freed before the next block's are made: one block alive, not two
         ctx.save_for_backward(hidden, weight, bias, targets, lse, *kept)
         ctx.settings = (scale, softcap, rows, columns, dtype)
-        return picked - lse
+        if running is None:
+            return picked - lse
+        extra = running.result(lse, targets)
+        ctx.mark_non_differentiable(*extra)
+        return (picked - lse, *extra)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, *_):  # the statistics have no gradient
         hidden, weight, bias, targets, lse, *kept = ctx.saved_tensors
         scale, softcap, rows, columns, dtype = ctx.settings
         h, w = hidden.to(dtype), weight.to(dtype)
@@ -105,7 +170,7 @@ class HeadLogps(torch.autograd.Function):
                 _accumulate(grad_w[c], upstream.t() @ h[r])
             if need_b:
                 _accumulate(grad_b[c], upstream.sum(0))
-        return (grad_h.to(hidden.dtype) if need_h else None), grad_w, grad_b, None, None, None, None, None, None
+        return (grad_h.to(hidden.dtype) if need_h else None), grad_w, grad_b, *[None] * 7
 
 
 def _accumulate(total: Tensor, part: Tensor) -> None:
@@ -118,10 +183,13 @@ def _matmul_dtype(hidden: Tensor) -> torch.dtype:
 
 
 def head_logps(hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, *, scale: float = 1.0,
-               softcap: float | None = None, rows: int = 1024, columns: int = 8192, keep: bool = False) -> Tensor:
+               softcap: float | None = None, rows: int = 1024, columns: int = 8192, keep: bool = False,
+               statistics: bool = False) -> Tensor | tuple[Tensor, PositionStatistics]:
     """Per-row log-prob [M] of `targets` under the head (`weight`, `bias`) at `hidden` [M, H], computed in blocks
     of `rows` positions by `columns` vocabulary entries; `keep` keeps all [M, V] logits from the forward pass
-    instead of recomputing them in the backward pass."""
+    instead of recomputing them in the backward pass. With `statistics`, (log-probs, `PositionStatistics`)."""
     if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
         keep = False
-    return HeadLogps.apply(hidden, weight, bias, targets, scale, softcap, max(1, rows), max(1, columns), keep)
+    out = HeadLogps.apply(hidden, weight, bias, targets, scale, softcap, max(1, rows), max(1, columns), keep,
+                          statistics)
+    return (out[0], PositionStatistics(*out[1:])) if statistics else out

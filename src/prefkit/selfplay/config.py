@@ -68,6 +68,7 @@ class SelfPlayConfig:
     logprob_chunk_size: int = 1024
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
+    token_metrics: bool = True  # TRL's entropy, logits/*, mean_token_accuracy (prefkit.train.engine)
     seed: int = 0
     keep_policies: int | None = 2  # iteration policies kept on disk besides the magnet's (null: all; docs "Disk")
     resume: bool = False  # continue the run in output_dir (same settings only)

@@ -141,14 +141,3 @@ def on_main(accelerator, compute: Callable):
 def stopping(accelerator, requested: bool) -> bool:
     """A stop requested on any process, agreed on every one, so all stop at the same stage."""
     return agree(accelerator, requested)[0]
-
-
-def mean_over_processes(accelerator, values: list[float]) -> list[float]:
-    """Each per-step value averaged over the processes (each one's mean over its equal slice of the global
-    batch: together, the mean over the global batch)."""
-    if accelerator.num_processes == 1 or not values:
-        return values
-    import torch
-
-    means = accelerator.reduce(torch.tensor(values, dtype=torch.float64, device=accelerator.device), "mean")
-    return means.tolist()

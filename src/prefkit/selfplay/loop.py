@@ -33,7 +33,7 @@ from prefkit.selfplay.config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.selfplay.disk import prune_policies
 from prefkit.selfplay import distributed
 from prefkit.train.signals import StopRequests
-from prefkit.selfplay.steps import LABELS, build_examples, fit_iteration, iteration_metrics
+from prefkit.selfplay.steps import LABELS, build_examples, fit_iteration, fit_metrics, iteration_metrics
 from prefkit.selfplay import winrates
 from prefkit.train.console import Console
 from prefkit.train.model_card import save_final
@@ -142,8 +142,8 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
                                       baseline=0.5 if run.winrates == "exact" else None, labelled=run.labelled)
     tables = _score(folder, model, magnet, examples, tokenizer, config, accelerator)
     check("samples, judgements and log-prob tables")
-    losses_seen = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t,
-                                stop=stop, loss_params=config.loss_params_at(t))
+    fitted = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t, stop=stop,
+                           loss_params=config.loss_params_at(t))
     check("samples, judgements and log-prob tables")
     if not all_finite(model):
         raise RunStopped(f"iteration {t}: the weights are not finite; the policy of iteration {t - 1} is kept")
@@ -151,7 +151,8 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     refreshed, metrics = distributed.on_main(accelerator, lambda: _measure(run, t, prompts, before))
     if config.eta_final is not None:
         metrics["eta"] = float(config.loss_params_at(t)["eta"])
-    metrics.update(loss=float(np.mean(losses_seen)), refreshed=float(refreshed), examples=float(len(examples)),
+    metrics.update(fit_metrics(fitted))
+    metrics.update(refreshed=float(refreshed), examples=float(len(examples)),
                    train_length=float(np.mean([len(s.ids) for g in samples for s in g])))
     if accelerator.is_main_process:
         save_policy(model, tokenizer, folder / "policy", config)
@@ -188,7 +189,8 @@ def _engine_parts(model, config: SelfPlayConfig, trackers: list, out: Path) -> t
     from prefkit.train.engine import PolicyLogps, make_accelerator
 
     accelerator = make_accelerator(config.mixed_precision, trackers, str(out))
-    return accelerator, accelerator.prepare(PolicyLogps(model, config.logprob_chunk_size, config.packing))
+    policy = PolicyLogps(model, config.logprob_chunk_size, config.packing, config.token_metrics)
+    return accelerator, accelerator.prepare(policy)
 
 
 def _warn_early_refresh(config: SelfPlayConfig) -> None:

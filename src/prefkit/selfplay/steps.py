@@ -76,24 +76,26 @@ def _pairs(mode: str, rates: np.ndarray, enumerated: int | None) -> list[tuple[i
 
 
 def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, seed: int,
-                  stop=None, loss_params: dict | None = None) -> list[float]:
+                  stop=None, loss_params: dict | None = None) -> list[dict[str, float]]:
     """E epochs of the method's loss over this iteration's examples on the training engine
     (prefkit.train.engine), from a fresh AdamW (as the iterative pipelines of SPPO and INPO restart each
     iteration) whose learning rate decays linearly to 0 within the iteration (`schedule: linear`; `constant`
     keeps it): the fit then settles on the step it is fitting instead of jittering around it, which halves the
     tracking error near the equilibrium (docs/selfplay.md). `engine_parts` is (accelerator, prepared policy).
-    Returns the per-step losses (over the global batch). On several processes each takes its slice of every
-    global batch of `batch_size` x processes examples (DDP averages the gradients). Seeded, so a resumed iteration
-    refits bit for bit; returns early when `stop` (prefkit.train.signals) has been requested."""
-    from prefkit.selfplay.distributed import mean_over_processes, stopping
-    from prefkit.train.engine import Engine
+    Returns the metrics of each applied step, averaged over the processes: the loss (over the global batch) and
+    TRL's token metrics (prefkit.train.engine.token_metrics; pairs: chosen then rejected, single responses: the
+    entropy only). On several processes each takes its slice of every global batch of `batch_size` x processes
+    examples (DDP averages the gradients). Seeded, so a resumed iteration refits bit for bit; returns early when
+    `stop` (prefkit.train.signals) has been requested."""
+    from prefkit.selfplay.distributed import stopping
+    from prefkit.train.engine import Engine, chosen_rows, reduce_mean, token_metrics
 
     if not examples:
-        return [float("nan")]
+        return [{"loss": float("nan")}]
     accelerator, policy = engine_parts
     processes = accelerator.num_processes  # batch_size is per process, as in `prefkit train`
     if len(examples) < processes:
-        return [float("nan")]
+        return [{"loss": float("nan")}]
     torch.manual_seed(config.seed * 1000 + seed)  # dropout draws do not depend on what ran before
     order = BatchOrder(len(examples), min(config.batch_size, len(examples) // processes), processes,
                        accelerator.process_index, config.seed + seed)
@@ -102,14 +104,16 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
     objective = losses.Objective(config.loss, None, loss_params or config.loss_params)
 
     def loss_of(policy, batch):
-        logps, lengths = policy(batch)
+        logps, lengths, tokens = policy(batch)
         index = batch.index.cpu()
         given = {k: v[index].to(logps.device) for k, v in inputs.items()}
         # [B, K] rows of π_t's and the magnet's tables (a table written as [N] before K was explicit: K = 1)
         prev, ref = (tables[name][index].reshape(len(index), -1).to(logps.device) for name in ("prev", "ref"))
         given.update(_model_inputs(logps, lengths, prev, ref, batch))
         loss = objective(given).losses.mean()
-        return loss, {"loss": loss.item()}
+        # single responses are all "desirable" placeholders here: nothing to split them by
+        labels = chosen_rows(batch) if batch.num_completions > 1 else None
+        return loss, {"loss": loss.item(), **token_metrics(tokens, lengths, labels)}
 
     seen = []
     engine.model.train()
@@ -119,9 +123,18 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
         batch = collate(examples, order.indices(step), tokenizer.pad_token_id, accelerator.device)
         update = engine.step(step + 1, [batch], 1, loss_of)
         if update.applied:
-            seen.append(update.metrics["loss"])
+            seen.append(update.metrics)
     engine.model.eval()
-    return mean_over_processes(accelerator, seen)
+    return [reduce_mean(accelerator, metrics) for metrics in seen]
+
+
+def fit_metrics(seen: list[dict[str, float]]) -> dict[str, float]:
+    """`fit_iteration`'s step metrics averaged over its steps: `loss` (nan when no step was applied), and TRL's
+    token metrics as `fit/NAME`, apart from the iteration's own metrics (its `entropy` is that of its evaluation
+    samples, prefkit.eval.entropy)."""
+    names = dict.fromkeys(["loss", *(k for step in seen for k in step)])
+    return {k if k == "loss" else f"fit/{k}": float(np.mean([step[k] for step in seen if k in step] or [np.nan]))
+            for k in names}
 
 
 def _model_inputs(logps, lengths, prev, ref, batch) -> dict:

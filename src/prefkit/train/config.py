@@ -82,6 +82,7 @@ class TrainConfig:
     logprob_chunk_size: int = 1024
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
+    token_metrics: bool = True  # TRL's entropy, logits/*, mean_token_accuracy (prefkit.train.engine)
     seed: int = 0
     # model loading
     trust_remote_code: bool = False

@@ -20,22 +20,55 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from prefkit.modeling.logprobs import batch_logps
+Tensor = torch.Tensor
+
+from prefkit.modeling.logprobs import TokenSums, batch_logps
 from prefkit.train import checkpoint
 from prefkit.train.guard import NonFiniteGuard
 
 
 class PolicyLogps(nn.Module):
-    """The policy as the loops see it: a collated batch -> summed completion logps, lengths. Wrapping the
+    """The policy as the loops see it: a collated batch -> summed completion logps, lengths, and the per-token
+    sums of TRL's token metrics (`TokenSums`, see `token_metrics`; None when `token_metrics` is off). Wrapping the
     log-prob engine in the module keeps the forward inside DDP, so gradients are synchronised."""
 
-    def __init__(self, model, chunk_size: int, packing: bool):
+    def __init__(self, model, chunk_size: int, packing: bool, token_metrics: bool = True):
         super().__init__()
-        self.model, self.chunk_size, self.packing = model, chunk_size, packing
+        self.model, self.chunk_size, self.packing, self.token_metrics = model, chunk_size, packing, token_metrics
 
     def forward(self, batch):
-        out = batch_logps(self.model, batch, self.chunk_size, self.packing)
-        return out.logps, out.lengths
+        out = batch_logps(self.model, batch, self.chunk_size, self.packing, statistics=self.token_metrics)
+        return out.logps, out.lengths, out.tokens
+
+
+def token_metrics(tokens: TokenSums | None, lengths: Tensor, labels: Tensor | None, *,
+                  accuracy: bool = True) -> dict[str, float]:
+    """TRL 1.16's token metrics of one batch (DPOTrainer's and KTOTrainer's `_compute_loss`), each a mean over
+    completion tokens: `entropy` over every row's; with row `labels` (True: chosen / desirable, False: rejected),
+    `logits/chosen` and `logits/rejected` (the logits' mean over the vocabulary) over the chosen and the rejected
+    rows' tokens, and with `accuracy` `mean_token_accuracy` (the share of tokens that are the argmax) over the
+    chosen ones. A name with no tokens to average is left out, as KTOTrainer does."""
+    if tokens is None:
+        return {}
+    means = {"entropy": (tokens.entropy, torch.ones_like(lengths))}
+    if labels is not None:
+        chosen = labels.to(lengths.dtype)
+        means.update({"logits/chosen": (tokens.mean_logits, chosen),
+                      "logits/rejected": (tokens.mean_logits, 1 - chosen)})
+        if accuracy:
+            means["mean_token_accuracy"] = (tokens.top1, chosen)
+    sums = torch.stack([torch.stack([(values * rows).sum(), (lengths * rows).sum()])
+                        for values, rows in means.values()])
+    return {name: total / count for name, (total, count) in zip(means, sums.tolist()) if count > 0}  # one sync
+
+
+def chosen_rows(batch) -> Tensor | None:
+    """`token_metrics`' labels of a `prefkit.data.Batch`: its single completions' labels (K = 1), else True on
+    each example's first completion (the chosen one of a pair, the best of a ranked list) and False on the others."""
+    if batch.num_completions == 1:
+        return batch.labels
+    rows = batch.input_ids.shape[0]
+    return torch.arange(rows, device=batch.input_ids.device) < rows // batch.num_completions
 
 
 def make_accelerator(mixed_precision: str, trackers: list[str] = (), project_dir: str | None = None):

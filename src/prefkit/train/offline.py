@@ -25,7 +25,7 @@ from prefkit.train import checkpoint
 from prefkit.train.batches import BatchOrder, collate, loss_inputs, mismatched
 from prefkit.train.config import TrainConfig
 from prefkit.train.engine import (Checkpoints, Engine, PolicyLogps, Update, Window, make_accelerator, reduce_mean,
-                                  reduce_sum)
+                                  reduce_sum, chosen_rows, token_metrics)
 from prefkit.train.rundir import open_run
 from prefkit.train.signals import StopRequests
 from prefkit.train.model_card import save_final
@@ -115,7 +115,8 @@ def setup(config: TrainConfig, *, model=None, tokenizer=None, datasets=(None, No
     # computed now, while the weights are still the reference's
     eval_reference = build(evaluation) if evaluation and mode == "precomputed" else reference
 
-    engine = Engine(accelerator, PolicyLogps(model, config.logprob_chunk_size, config.packing), config, total_steps)
+    policy = PolicyLogps(model, config.logprob_chunk_size, config.packing, config.token_metrics)
+    engine = Engine(accelerator, policy, config, total_steps)
     # a moving reference is state too: resume must restore it
     saved = Checkpoints(accelerator, output_dir, engine, config.keep_checkpoints,
                         {"reference": reference.model} if config.ref_sync_steps else {})
@@ -246,7 +247,7 @@ def _save_final(run: Run) -> Path:
 
 def batch_loss(run: Run, policy, batch: Batch, examples: list, reference, training: bool = True):
     """(mean loss, metrics) of one collated batch: policy and reference log-probs -> the objective."""
-    logps, lengths = policy(batch)
+    logps, lengths, tokens = policy(batch)
     inputs = loss_inputs(logps, lengths, reference.logps(batch), batch)
     if run.objective.needs_mismatched:  # KTO's reference point: mismatched (prompt, completion) pairs, no gradient
         indices = batch.index.tolist()
@@ -257,7 +258,8 @@ def batch_loss(run: Run, policy, batch: Batch, examples: list, reference, traini
             inputs.update(mismatched_logps=policy(other)[0], ref_mismatched_logps=reference.logps(other))
     result = run.objective(inputs, training=training)
     loss = (result.losses * batch.weights).mean()
-    return loss, {"loss": loss.item(), **{k: v.item() for k, v in result.metrics.items()}}
+    return loss, {"loss": loss.item(), **{k: v.item() for k, v in result.metrics.items()},
+                  **token_metrics(tokens, lengths, chosen_rows(batch), accuracy=batch.num_completions > 1)}
 
 
 @torch.no_grad()
