@@ -170,3 +170,27 @@ def test_the_logged_gap_is_the_oracles_whatever_the_judge(initial, tmp_path, mon
     expected = exact_gap_metrics(load_model(str(final)), task.tokenizer(), task, cyclic)["mean_gap"]
     # the same float32 weights and prompts; the tolerance only covers a different batch padding of the scoring
     assert read_metrics(tmp_path / "run")[-1]["duality_gap"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_each_fit_lets_go_of_its_optimizer(task, tokenizer, tmp_path):
+    """Every iteration's fit starts a fresh AdamW; accelerate keeps each optimizer it prepares, so without
+    `Engine.release` every iteration's AdamW state (twice the trainable weights) would stay alive."""
+    import torch
+
+    from prefkit.data.examples import Example
+    from prefkit.modeling.generation import encode_completion, encode_prompt
+    from prefkit.selfplay.loop import _engine_parts
+    from prefkit.selfplay.steps import fit_iteration
+
+    settings = SelfPlayConfig(model="m", output_dir=str(tmp_path), loss="dpo", **TINY)
+    model = task.model(seed=0, hidden_size=32)
+    accelerator, policy = _engine_parts(model, settings, [], tmp_path)
+    prompt = encode_prompt(tokenizer, "pick: rock paper scissors")
+    examples = [Example.pair(prompt, encode_completion(tokenizer, a), encode_completion(tokenizer, b), i)
+                for i, (a, b) in enumerate([("rock", "paper"), ("paper", "scissors"), ("scissors", "rock"),
+                                            ("rock", "scissors")])]
+    tables = {name: torch.zeros(len(examples), 2) for name in ("prev", "ref")}
+    for seed in (1, 2, 3):
+        seen = fit_iteration((accelerator, policy), examples, tables, {}, tokenizer, settings, seed=seed)
+        assert len(seen) == 1 and np.isfinite(seen[0]["loss"]) and "entropy" in seen[0]
+        assert accelerator._optimizers == []  # accelerate's list of prepared optimizers

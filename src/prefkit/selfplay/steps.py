@@ -125,6 +125,7 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
         if update.applied:
             seen.append(update.metrics)
     engine.model.eval()
+    engine.release()
     return [reduce_mean(accelerator, metrics) for metrics in seen]
 
 

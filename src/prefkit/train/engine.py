@@ -171,6 +171,13 @@ class Engine:
         """The learning rate the next step will use."""
         return self.scheduler.get_last_lr()[0]
 
+    def release(self) -> None:
+        """Let go of the optimizer and its state. accelerate keeps a reference to every optimizer it prepared, so
+        a loop that builds an engine per fit (self-play: a fresh AdamW each iteration) would otherwise keep every
+        iteration's AdamW state alive, two copies of the trainable weights each."""
+        self.accelerator._optimizers = [o for o in self.accelerator._optimizers if o is not self.optimizer]
+        self.optimizer = self.scheduler = None
+
 
 class Window:
     """Metrics of the updates since the last log line, averaged when it is written, with the latest value of

@@ -38,7 +38,8 @@ def supervised_fit(model, sequences: list[tuple[list[int], list[int]]], pad_toke
 
     examples = [Example.single(prompt, completion, True, row) for row, (prompt, completion) in enumerate(sequences)]
     accelerator = make_accelerator("no")
-    engine = Engine(accelerator, PolicyLogps(model, chunk_size=1024, packing=False), config, config.steps)
+    policy = PolicyLogps(model, chunk_size=1024, packing=False, token_metrics=False)
+    engine = Engine(accelerator, policy, config, config.steps)
     generator = torch.Generator().manual_seed(config.seed)
     model.train()
     for step in range(config.steps):
@@ -51,6 +52,6 @@ def supervised_fit(model, sequences: list[tuple[list[int], list[int]]], pad_toke
 
 
 def _token_nll(policy, batch) -> tuple[torch.Tensor, dict[str, float]]:
-    logps, lengths = policy(batch)
+    logps, lengths, _ = policy(batch)
     loss = -logps.sum() / lengths.sum()
     return loss, {"loss": loss.item()}
