@@ -172,23 +172,59 @@ def test_the_logged_gap_is_the_oracles_whatever_the_judge(initial, tmp_path, mon
     assert read_metrics(tmp_path / "run")[-1]["duality_gap"] == pytest.approx(expected, abs=1e-5)
 
 
+def _four_pairs(tokenizer):
+    from prefkit.data.examples import Example
+    from prefkit.modeling.generation import encode_completion, encode_prompt
+
+    prompt = encode_prompt(tokenizer, "pick: rock paper scissors")
+    return [Example.pair(prompt, encode_completion(tokenizer, a), encode_completion(tokenizer, b), i)
+            for i, (a, b) in enumerate([("rock", "paper"), ("paper", "scissors"), ("scissors", "rock"),
+                                        ("rock", "scissors")])]
+
+
+def test_gradient_accumulation_takes_the_step_of_the_whole_batch(task, tokenizer, tmp_path):
+    """batch_size 2 x grad_accum 2 is one step over the same 4 examples as batch_size 4: the same weights."""
+    import torch
+
+    from prefkit.selfplay.loop import _engine_parts
+    from prefkit.selfplay.steps import fit_iteration
+
+    examples = _four_pairs(tokenizer)
+    tables = {name: torch.zeros(len(examples), 2) for name in ("prev", "ref")}
+    weights = []
+    for batch_size, accumulate in ((4, 1), (2, 2)):
+        settings = SelfPlayConfig(model="m", output_dir=str(tmp_path), loss="dpo",
+                                  **{**TINY, "batch_size": batch_size, "grad_accum": accumulate})
+        model = task.model(seed=0, hidden_size=32)
+        seen = fit_iteration(_engine_parts(model, settings, [], tmp_path), examples, tables, {}, tokenizer, settings,
+                             seed=1)
+        assert len(seen) == 1  # one optimizer step either way
+        weights.append(model.state_dict())
+    for name, value in weights[0].items():  # float64 (tests/conftest.py): equal to rounding
+        torch.testing.assert_close(value, weights[1][name], rtol=0, atol=1e-12)
+    assert SelfPlayConfig(model="m", output_dir="o", grad_accum=0).problems()
+
+
+def test_gradient_checkpointing_reaches_the_policy(initial, tmp_path):
+    from prefkit.selfplay.anchors import load_policy
+
+    on = SelfPlayConfig(model=initial, output_dir=str(tmp_path), gradient_checkpointing=True)
+    assert load_policy(tmp_path, 0, on).is_gradient_checkpointing
+    assert not load_policy(tmp_path, 0, SelfPlayConfig(model=initial, output_dir=str(tmp_path))).is_gradient_checkpointing
+
+
 def test_each_fit_lets_go_of_its_optimizer(task, tokenizer, tmp_path):
     """Every iteration's fit starts a fresh AdamW; accelerate keeps each optimizer it prepares, so without
     `Engine.release` every iteration's AdamW state (twice the trainable weights) would stay alive."""
     import torch
 
-    from prefkit.data.examples import Example
-    from prefkit.modeling.generation import encode_completion, encode_prompt
     from prefkit.selfplay.loop import _engine_parts
     from prefkit.selfplay.steps import fit_iteration
 
     settings = SelfPlayConfig(model="m", output_dir=str(tmp_path), loss="dpo", **TINY)
     model = task.model(seed=0, hidden_size=32)
     accelerator, policy = _engine_parts(model, settings, [], tmp_path)
-    prompt = encode_prompt(tokenizer, "pick: rock paper scissors")
-    examples = [Example.pair(prompt, encode_completion(tokenizer, a), encode_completion(tokenizer, b), i)
-                for i, (a, b) in enumerate([("rock", "paper"), ("paper", "scissors"), ("scissors", "rock"),
-                                            ("rock", "scissors")])]
+    examples = _four_pairs(tokenizer)
     tables = {name: torch.zeros(len(examples), 2) for name in ("prev", "ref")}
     for seed in (1, 2, 3):
         seen = fit_iteration((accelerator, policy), examples, tables, {}, tokenizer, settings, seed=seed)

@@ -47,6 +47,8 @@ class SelfPlayConfig:
     warmup_steps: int = 0  # within each iteration
     mixed_precision: str = "no"  # no, bf16, fp16 (accelerate's autocast in the fit, as `prefkit train`)
     max_grad_norm: float | None = 1.0  # null: no clipping (the norm is still measured and logged)
+    grad_accum: int = 1  # micro-batches of batch_size per optimizer step, as in `prefkit train`
+    gradient_checkpointing: bool = False  # recompute the policy's activations in the backward pass (less memory)
     # generation
     temperature: float = 1.0
     top_p: float = 1.0
@@ -134,7 +136,7 @@ class SelfPlayConfig:
 SELFPLAY_LIMITS = {
     "refresh_every": at_least(1), "refresh_gap": above(0), "eta_final": above(0), "mixture_coef": within(0, 1), "iterations": at_least(1),
     "prompts_per_iteration": at_least(1), "samples_per_prompt": at_least(2), "epochs": at_least(1),
-    "batch_size": at_least(1), "learning_rate": above(0), "max_grad_norm": above(0), "weight_decay": at_least(0),
+    "batch_size": at_least(1), "grad_accum": at_least(1), "learning_rate": above(0), "max_grad_norm": above(0), "weight_decay": at_least(0),
     "warmup_steps": at_least(0),
     "temperature": Limit("> 0 (self-play samples K different answers: there is no greedy decoding)",
                          lambda value: value > 0), "top_p": within(0, 1, open_low=True), "max_new_tokens": at_least(1),

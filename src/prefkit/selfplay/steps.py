@@ -99,7 +99,8 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
     torch.manual_seed(config.seed * 1000 + seed)  # dropout draws do not depend on what ran before
     order = BatchOrder(len(examples), min(config.batch_size, len(examples) // processes), processes,
                        accelerator.process_index, config.seed + seed)
-    total = config.epochs * order.per_epoch
+    accumulate = config.grad_accum  # micro-batches per optimizer step
+    total = max(1, config.epochs * order.per_epoch // accumulate)
     engine = Engine(accelerator, policy, config, total, policy_prepared=True)
     objective = losses.Objective(config.loss, None, loss_params or config.loss_params)
 
@@ -120,8 +121,9 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
     for step in range(total):
         if stop is not None and stopping(accelerator, stop.requested):  # agreed: every process leaves together
             break
-        batch = collate(examples, order.indices(step), tokenizer.pad_token_id, accelerator.device)
-        update = engine.step(step + 1, [batch], 1, loss_of)
+        micro = (collate(examples, order.indices(step * accumulate + m), tokenizer.pad_token_id, accelerator.device)
+                 for m in range(accumulate))
+        update = engine.step(step + 1, micro, accumulate, loss_of)
         if update.applied:
             seen.append(update.metrics)
     engine.model.eval()
