@@ -33,3 +33,18 @@ def initial(tmp_path_factory):
     task.model(seed=0).save_pretrained(path)
     task.tokenizer().save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def no_model_copies(monkeypatch):
+    """Fail the test if anything deep-copies a model (a reference or magnet must not be a second copy)."""
+    import copy
+
+    real_deepcopy = copy.deepcopy
+
+    def deepcopy(obj, *args, **kwargs):
+        if isinstance(obj, torch.nn.Module):
+            raise AssertionError("a second copy of the model was made")
+        return real_deepcopy(obj, *args, **kwargs)
+
+    monkeypatch.setattr(copy, "deepcopy", deepcopy)

@@ -133,20 +133,12 @@ def test_adapter_anchors_hold_one_base_model_and_refresh_by_copying_the_adapter(
     assert list(model.peft_config) == ["default"]
 
 
-def test_a_lora_run_keeps_adapters_only_and_one_base_model(initial, tmp_path, monkeypatch):
+def test_a_lora_run_keeps_adapters_only_and_one_base_model(initial, tmp_path, monkeypatch, no_model_copies):
     from prefkit.modeling import load
 
     loads = []
     real_load = load._load
     monkeypatch.setattr(load, "_load", lambda *args: loads.append(args) or real_load(*args))
-    real_deepcopy = copy.deepcopy
-
-    def no_model_copies(obj, *args, **kwargs):
-        if isinstance(obj, torch.nn.Module):
-            raise AssertionError("a second copy of the model was made")
-        return real_deepcopy(obj, *args, **kwargs)
-
-    monkeypatch.setattr(copy, "deepcopy", no_model_copies)
     out = tmp_path / "run"
     final = selfplay(config(initial, out, iterations=2, refresh_every=1, keep_policies=1, lora=LORA,
                             merge_lora=True, **MPO))
