@@ -110,9 +110,9 @@ def test_adapter_anchors_hold_one_base_model_and_refresh_by_copying_the_adapter(
     model = peft_policy(initial)
     base_pointers = {p.data_ptr() for n, p in model.named_parameters() if "lora_" not in n}
     anchors = AdapterAnchors(model, None, {"completed": 0, "magnet": 0}, None)
-    with anchors.view("initial") as view:  # π_0 is the base: the adapter switched off
+    with anchors.initial() as view:  # π_0 is the base: the adapter switched off
         assert torch.equal(logps(view, tokenizer, task), logps(base, tokenizer, task))
-    with anchors.view("magnet") as view:  # and the magnet too, until the first refresh
+    with anchors.magnet() as view:  # and the magnet too, until the first refresh
         assert torch.equal(logps(view, tokenizer, task), logps(base, tokenizer, task))
     policy = logps(model, tokenizer, task)
     anchors.refresh(model)
@@ -123,12 +123,12 @@ def test_adapter_anchors_hold_one_base_model_and_refresh_by_copying_the_adapter(
         for name, parameter in model.named_parameters():
             if "lora_B.default" in name:
                 parameter.add_(0.05)
-    with anchors.view("magnet") as view:
+    with anchors.magnet() as view:
         assert torch.equal(logps(view, tokenizer, task), policy)
     assert not torch.equal(logps(model, tokenizer, task), policy)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".default." in n for n in trainable)  # the magnet's slot never trains
-    assert anchors.view("magnet")(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[:2] == (1, 3)
+    assert anchors.magnet()(input_ids=torch.tensor([[1, 2, 3]])).logits.shape[:2] == (1, 3)
     anchors.close()
     assert list(model.peft_config) == ["default"]
 

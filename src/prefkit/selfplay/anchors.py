@@ -1,9 +1,9 @@
 """The policies a self-play iteration compares against besides π_t: the magnet and the initial policy π_0.
 
-Each is a `View`: `with view as model:` gives a model that computes as that policy (to score, to measure), and
-calling the view runs one forward pass as that policy (Nash-MD's mixture sampler calls its reference so, token
-by token, while the policy generates). `Anchors` holds both views and the magnet refresh, in one of two forms,
-so that the loop never asks which:
+Each is a `View` (`anchors.magnet()`, `anchors.initial()`): `with view as model:` gives a model that computes
+as that policy (to score, to measure), and calling the view runs one forward pass as that policy (Nash-MD's
+mixture sampler calls its reference so, token by token, while the policy generates). The anchors hold both
+views and the magnet refresh, in one of two forms, so that the loop never asks which:
 
 - full fine-tuning (`FullAnchors`): frozen copies of the weights (prefkit.modeling.reference.FrozenCopy), the
   magnet's refreshed by copying the policy's weights;
@@ -102,24 +102,26 @@ class FullAnchors:
     def __init__(self, model, out: Path, state: dict, config, moving: bool):
         chunk, packing = config.logprob_chunk_size, config.packing
         # the magnet is the policy of the iteration that last refreshed it, and the initial model until then
-        self.magnet = FrozenCopy(load_policy(out, state["magnet"], config) if state["magnet"] != state["completed"]
-                                 else model, chunk, packing)
-        self.initial = None  # π_0 for the KL metrics, kept only when the magnet moves away from it
+        self._magnet = FrozenCopy(load_policy(out, state["magnet"], config) if state["magnet"] != state["completed"]
+                                  else model, chunk, packing)
+        self._initial = None  # π_0 for the KL metrics, kept only when the magnet moves away from it
         if moving:
             first = model if state["completed"] == 0 else load_policy(out, 0, config)
-            self.initial = FrozenCopy(first, chunk, packing)
+            self._initial = FrozenCopy(first, chunk, packing)
 
-    def view(self, name: str) -> View:
-        """"magnet" or "initial"."""
-        anchor = self.initial if name == "initial" and self.initial is not None else self.magnet
-        return View(anchor.model)
+    def magnet(self) -> View:
+        return View(self._magnet.model)
+
+    def initial(self) -> View:
+        """π_0: the magnet itself while it has never moved away from π_0."""
+        return View((self._initial or self._magnet).model)
 
     def refresh(self, policy) -> None:
         """The magnet becomes the policy."""
-        self.magnet.model.load_state_dict(policy.state_dict())
+        self._magnet.model.load_state_dict(policy.state_dict())
 
     def close(self) -> None:
-        self.magnet = self.initial = None
+        self._magnet = self._initial = None
 
 
 class AdapterAnchors:
@@ -132,9 +134,15 @@ class AdapterAnchors:
         elif state["magnet"]:
             adapters.load_saved_adapter(model, policy_path(out, state["magnet"], config), MAGNET, trainable=False)
 
-    def view(self, name: str) -> View:
-        """"magnet" or "initial"."""
-        adapter = MAGNET if name == "magnet" and MAGNET in self.model.peft_config else None
+    def magnet(self) -> View:
+        """The magnet's adapter slot once it has moved away from π_0, else π_0."""
+        return self._state(MAGNET if MAGNET in self.model.peft_config else None)
+
+    def initial(self) -> View:
+        """π_0: the base model with the adapter switched off."""
+        return self._state(None)
+
+    def _state(self, adapter: str | None) -> View:
         return View(self.model, lambda: adapters.use_state(self.model, adapter))
 
     def refresh(self, policy) -> None:

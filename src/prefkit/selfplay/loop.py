@@ -121,7 +121,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     """Sample, judge, score, fit, refresh, measure, save; each stage's output is on disk before the next starts,
     so a stop request between stages (or during the fit, which is a pure function of those outputs) loses
     nothing."""
-    config, model, magnet, tokenizer = run.config, run.model, run.anchors.view("magnet"), run.tokenizer
+    config, model, magnet, tokenizer = run.config, run.model, run.anchors.magnet(), run.tokenizer
     folder = run.out / f"iter-{t:04d}"
     accelerator = run.engine_parts[0]
 
@@ -172,11 +172,11 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
 
 def _measure(run: Run, t: int, prompts: list, before) -> tuple[bool, dict[str, float]]:
     """Whether the magnet is refreshed after iteration t, and the iteration's evaluation metrics."""
-    config, model, magnet, tokenizer = run.config, run.model, run.anchors.view("magnet"), run.tokenizer
+    config, model, magnet, tokenizer = run.config, run.model, run.anchors.magnet(), run.tokenizer
     refreshed = _due(config, t, run.state, model, magnet, tokenizer, run.task, run.eval_prompts)
     answers = _eval_samples(run.out, t, model, tokenizer, run.eval_prompts, config)
     previous = _eval_samples(run.out, t - 1, model, tokenizer, run.eval_prompts, config)
-    anchors = {"magnet": magnet, "initial": run.anchors.view("initial")}
+    anchors = {"magnet": magnet, "initial": run.anchors.initial()}
     metrics = iteration_metrics(run.judge, model, anchors, tokenizer, run.eval_prompts, answers, run.baseline,
                                 previous, run.task, config, t, run.source)
     if before is not None:
@@ -258,7 +258,7 @@ def _tracking(run: Run, prompts: list, before: list, loss_params: dict) -> dict[
     first = {p: i for i, p in reversed(list(enumerate(prompts)))}  # each prompt once
     unique = list(first)
     after = winrates.distributions(run.model, run.tokenizer, run.source, unique)
-    with run.anchors.view("magnet") as anchor:
+    with run.anchors.magnet() as anchor:
         magnet = winrates.distributions(anchor, run.tokenizer, run.source, unique)
     results = []
     for prompt, now, anchor in zip(unique, after, magnet):
