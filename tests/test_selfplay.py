@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
+from safetensors.torch import load_file
 
 from prefkit.train.config import load_config
 from prefkit.selfplay.loop import selfplay
@@ -51,6 +52,10 @@ def test_one_iteration_of_each_method(initial, tmp_path, loss, params, extra):
     assert len(samples["samples"]) == 4 and all(len(group) == 3 for group in samples["samples"])
     opponents = 3 if extra.get("mixture_coef") else 0  # Nash-MD's opponents from the geometric mixture
     assert all(len(group) == opponents for group in samples["opponents"])
+    # only the anchors the loss reads are scored: π_t ("prev") for the mirror-descent steps, the magnet ("ref")
+    scored = {"mpo": {"prev", "ref"}, "inpo": {"prev", "ref"}, "sppo": {"prev"}, "nash_md": {"ref"},
+              "online_ipo": {"ref"}, "mpo_pg": {"prev", "ref"}}[loss]
+    assert set(load_file(str(tmp_path / "iter-0001" / "logps.safetensors"))) == scored
 
 
 def test_pairs_from_a_judged_group():

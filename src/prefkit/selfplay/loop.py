@@ -33,7 +33,8 @@ from prefkit.selfplay.config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.selfplay.disk import prune_policies
 from prefkit.selfplay import distributed
 from prefkit.train.signals import StopRequests
-from prefkit.selfplay.steps import LABELS, build_examples, fit_iteration, fit_metrics, iteration_metrics
+from prefkit.selfplay.steps import (LABELS, build_examples, fit_iteration, fit_metrics, iteration_metrics,
+                                   scored_anchors)
 from prefkit.selfplay import winrates
 from prefkit.train.console import Console
 from prefkit.train.model_card import save_final
@@ -61,6 +62,7 @@ class Run:
     eval_prompts: list
     per_response: bool  # the loss trains on single responses with win rates (SPPO, ...) rather than pairs
     labelled: bool  # the loss reads which answer of a pair won (prefkit.selfplay.steps.LABELS)
+    scored: tuple  # the anchors whose log-prob tables the loss reads: "prev" (π_t), "ref" (the magnet)
     tracker: Tracker
     baseline: list  # π_0's answers to the eval prompts
     winrates: str  # "exact", "sampled" or "weighted" (prefkit.selfplay.winrates.resolve)
@@ -94,8 +96,8 @@ def selfplay(config: SelfPlayConfig) -> Path:
     tracker = Tracker(accelerator, out, asdict(config), enabled=main, trackers=trackers, project=config.project,
                       run_name=config.run_name)
     run = Run(config, out, state, judge, tokenizer, model, anchors, task, train_prompts, eval_prompts,
-              kind == "selfplay-singles", objective.reads(*LABELS), tracker, baseline, mode, pairs, source,
-              (accelerator, policy))
+              kind == "selfplay-singles", objective.reads(*LABELS), scored_anchors(objective), tracker, baseline,
+              mode, pairs, source, (accelerator, policy))
     run.generator = make_generator(config)
 
     console = Console(config.iterations, state["completed"], enabled=config.progress and main,
@@ -140,7 +142,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
                                       matrices=labels, enumerated=enumerated,
                                       baseline=0.5 if run.winrates == "exact" else None, labelled=run.labelled)
-    tables = _score(folder, model, magnet, examples, tokenizer, config, accelerator)
+    tables = _score(folder, {"prev": model, "ref": magnet}, run.scored, examples, tokenizer, config, accelerator)
     check("samples, judgements and log-prob tables")
     fitted = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t, stop=stop,
                            loss_params=config.loss_params_at(t))
@@ -379,26 +381,27 @@ def _eval_samples(out: Path, t: int, model, tokenizer, prompts, config) -> list[
     return answers
 
 
-def _score(folder, model, magnet_model, examples, tokenizer, config, accelerator) -> dict[str, torch.Tensor]:
-    """Log-probs of the training examples under π_t (the model before this iteration's fit) and π_ref, each
-    process scoring its share; the main process saves the tables."""
+def _score(folder, anchors: dict, scored: tuple, examples, tokenizer, config, accelerator) -> dict[str, torch.Tensor]:
+    """Log-probs of the training examples under the `scored` anchors of `anchors` (π_t, the model before this
+    iteration's fit, as "prev"; the magnet as "ref"), each process scoring its share; the main process saves the
+    tables."""
     from safetensors.torch import load_file, save_file
 
     path = folder / "logps.safetensors"  # safetensors: a table from disk can never run code
     if path.is_file():
         try:
-            return load_file(str(path))
+            return {name: table for name, table in load_file(str(path)).items() if name in scored}
         except Exception as error:  # safetensors' own error types differ between versions
             raise PrefkitError(f"{path}: not a readable safetensors file ({error}); remove it to recompute "
                                "this iteration's log-probs") from None
-    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
-                   packing=config.packing, device=model.device)
+    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size, packing=config.packing,
+                   device=accelerator.device)
     indices = list(range(len(examples)))
     tables = {}
-    for name, policy in (("prev", model), ("ref", magnet_model)):
-        with using(policy) as scored:  # the magnet: a frozen copy, or with LoRA an adapter state of `model`
+    for name in scored:
+        with using(anchors[name]) as policy:  # the magnet: a frozen copy, or with LoRA an adapter state of the model
             tables[name] = torch.tensor(distributed.map_shards(accelerator, indices, lambda mine: score_examples(
-                scored, examples, mine, tokenizer.pad_token_id, **options)), dtype=torch.float32)
+                policy, examples, mine, tokenizer.pad_token_id, **options)), dtype=torch.float32)
     if accelerator.is_main_process:
         atomic_write(path, lambda tmp: save_file(tables, str(tmp)))
     return tables

@@ -18,6 +18,16 @@ from prefkit.train.batches import BatchOrder, collate
 
 
 LABELS = ("preference", "chosen_winrate", "rejected_winrate")  # the inputs that say which answer of a pair won
+# the anchors whose log-probs a loss may read: π_t (the iterate the samples came from) and the magnet (or reference)
+ANCHOR_INPUTS = {"prev": ("prev_logps", "prev_chosen_logps", "prev_rejected_logps"),
+                 "ref": ("ref_logps", "ref_chosen_logps", "ref_rejected_logps")}
+
+
+def scored_anchors(objective: losses.Objective) -> tuple[str, ...]:
+    """The anchors whose log-prob tables the loss reads ("prev", "ref"): an iteration scores only those (online DPO
+    reads no π_t, SimPO neither anchor)."""
+    return tuple(name for name, inputs in ANCHOR_INPUTS.items()
+                 if objective.reads(*inputs) and (name != "ref" or objective.reads_reference))
 
 
 def build_examples(prompts, candidates, rates, tokenizer, pairs: str, per_response: bool, matrices=None,
@@ -108,9 +118,9 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
         logps, lengths, tokens = policy(batch)
         index = batch.index.cpu()
         given = {k: v[index].to(logps.device) for k, v in inputs.items()}
-        # [B, K] rows of π_t's and the magnet's tables (a table written as [N] before K was explicit: K = 1)
-        prev, ref = (tables[name][index].reshape(len(index), -1).to(logps.device) for name in ("prev", "ref"))
-        given.update(_model_inputs(logps, lengths, prev, ref, batch))
+        # [B, K] rows of the anchors' tables (a table written as [N] before K was explicit: K = 1)
+        rows = {name: table[index].reshape(len(index), -1).to(logps.device) for name, table in tables.items()}
+        given.update(_model_inputs(logps, lengths, rows, batch))
         loss = objective(given).losses.mean()
         # single responses are all "desirable" placeholders here: nothing to split them by
         labels = chosen_rows(batch) if batch.num_completions > 1 else None
@@ -140,15 +150,17 @@ def fit_metrics(seen: list[dict[str, float]]) -> dict[str, float]:
             for k in names}
 
 
-def _model_inputs(logps, lengths, prev, ref, batch) -> dict:
-    """The log-prob inputs of a self-play loss: the policy's, π_t's (`prev`) and the magnet's (`ref`), [B, K]
-    tables for single responses (K = 1) or pairs (K = 2)."""
+def _model_inputs(logps, lengths, anchors: dict, batch) -> dict:
+    """The log-prob inputs of a self-play loss: the policy's, and those of the `anchors` it reads ("prev": π_t,
+    "ref": the magnet), [B, K] tables for single responses (K = 1) or pairs (K = 2)."""
     if batch.num_completions == 1:
-        return dict(logps=logps, prev_logps=prev[:, 0], ref_logps=ref[:, 0])
+        return dict(logps=logps, **{f"{name}_logps": rows[:, 0] for name, rows in anchors.items()})
     chosen, rejected = logps.chunk(2)
-    return dict(chosen_logps=chosen, rejected_logps=rejected, prev_chosen_logps=prev[:, 0],
-                prev_rejected_logps=prev[:, 1], ref_chosen_logps=ref[:, 0], ref_rejected_logps=ref[:, 1],
-                chosen_lengths=lengths.chunk(2)[0], rejected_lengths=lengths.chunk(2)[1])
+    given = dict(chosen_logps=chosen, rejected_logps=rejected, chosen_lengths=lengths.chunk(2)[0],
+                 rejected_lengths=lengths.chunk(2)[1])
+    for name, rows in anchors.items():
+        given[f"{name}_chosen_logps"], given[f"{name}_rejected_logps"] = rows[:, 0], rows[:, 1]
+    return given
 
 
 def iteration_metrics(judge, model, anchors: dict, tokenizer, prompts, answers, baseline, previous, task, config,
