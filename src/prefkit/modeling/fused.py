@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prefkit.modeling.matmul import linear, mm
+
 _checked: dict[tuple, bool] = {}
 SETTING_TYPES = (bool, int, float, str, type(None))
 
@@ -55,9 +57,9 @@ class SwiGLUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, gate_weight, up_weight, down_weight):
-        gate, up = F.linear(x, gate_weight), F.linear(x, up_weight)
+        gate, up = linear(x, gate_weight), linear(x, up_weight)
         ctx.save_for_backward(x, gate, up, gate_weight, up_weight, down_weight)
-        return F.linear(F.silu(gate).mul_(up), down_weight)
+        return linear(F.silu(gate).mul_(up), down_weight)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -68,18 +70,18 @@ class SwiGLUFunction(torch.autograd.Function):
         gate, up, inputs = rows(gate), rows(up), rows(x).to(dtype)
         sigmoid = torch.sigmoid(gate)
         silu = gate * sigmoid
-        grad_product = grad_out @ down_weight.to(dtype)
+        grad_product = mm(grad_out, down_weight.to(dtype))
         grad_up = grad_product * silu
         silu_slope = torch.rsub(sigmoid, 1).mul_(gate).add_(1).mul_(sigmoid)  # d silu(g) / dg
         grad_gate = grad_product.mul_(up).mul_(silu_slope)
         grads = [None, None, None, None]
         if ctx.needs_input_grad[0]:
-            grad_x = (grad_gate @ gate_weight.to(dtype)).addmm_(grad_up, up_weight.to(dtype))
+            grad_x = mm(grad_gate, gate_weight.to(dtype)).add_(mm(grad_up, up_weight.to(dtype)))
             grads[0] = grad_x.to(x.dtype).reshape(x.shape)
         for i, (grad, source, weight) in enumerate([(grad_gate, inputs, gate_weight), (grad_up, inputs, up_weight),
                                                     (grad_out, silu.mul_(up), down_weight)], start=1):
             if ctx.needs_input_grad[i]:
-                grads[i] = (grad.t() @ source).to(weight.dtype)
+                grads[i] = mm(grad.t(), source).to(weight.dtype)
         return tuple(grads)
 
 

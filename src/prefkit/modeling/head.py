@@ -27,7 +27,8 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
+
+from prefkit.modeling.matmul import linear, mm
 
 Tensor = torch.Tensor
 
@@ -83,7 +84,7 @@ class _Running:
 
 def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, scale: float, softcap: float | None) -> Tensor:
     """Logits as the model computes them, in at least float32; one fresh [rows, V] buffer, modified in place."""
-    logits = F.linear(hidden, weight, bias)  # the model's own op, so autocast's rounding is the model's
+    logits = linear(hidden, weight, bias)  # the model's own product (prefkit.modeling.matmul), and its rounding
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     if scale != 1.0:
@@ -165,9 +166,9 @@ class HeadLogps(torch.autograd.Function):
             local = _local_gradient(logits, lse[r], targets[r] - c.start, scale, softcap)
             upstream = local.mul_(grad[r, None]).to(dtype)  # g·J: the raw logits' gradient
             if need_h:
-                _accumulate(grad_h[r], upstream @ w[c])
+                _accumulate(grad_h[r], mm(upstream, w[c]))
             if need_w:
-                _accumulate(grad_w[c], upstream.t() @ h[r])
+                _accumulate(grad_w[c], mm(upstream.t(), h[r]))
             if need_b:
                 _accumulate(grad_b[c], upstream.sum(0))
         return (grad_h.to(hidden.dtype) if need_h else None), grad_w, grad_b, *[None] * 7

@@ -48,9 +48,10 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, chat_t
 
 def load_model(name_or_path, *, dtype: str = "float32", trust_remote_code: bool = False,
                lora: dict[str, Any] | None = None, load_in_4bit: bool = False, gradient_checkpointing: bool = False,
-               fuse: bool = True):
+               fuse: bool = True, cpu_matmul: str = "auto"):
     """An `AutoModelForCausalLM`, with a fresh LoRA adapter when `lora` is given (QLoRA with `load_in_4bit`) and,
-    with `fuse`, the leaner norm and MLP of `prefkit.modeling.fused` wherever they compute the same values.
+    with `fuse`, the leaner norm and MLP of `prefkit.modeling.fused` wherever they compute the same values;
+    `cpu_matmul` chooses the library of float32 products on the CPU (prefkit.modeling.matmul).
     `name_or_path` may also be a model object already loaded (prefkit.Trainer): it is used as it is (its dtype
     too), and only the steps after loading apply."""
     if dtype not in DTYPES:
@@ -67,6 +68,10 @@ def load_model(name_or_path, *, dtype: str = "float32", trust_remote_code: bool 
         from prefkit.modeling.fused import fuse as fuse_modules
 
         fuse_modules(model)
+    from prefkit.modeling.matmul import route_linears, set_cpu_matmul
+
+    set_cpu_matmul(cpu_matmul)
+    route_linears(model)
     return model
 
 
