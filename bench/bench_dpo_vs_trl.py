@@ -72,7 +72,8 @@ def build(workdir: Path, size: str, rows: int, seed: int = 0, words: tuple | Non
 CUDA = None  # set in the child: whether this run is on a GPU
 
 
-def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int, mixed_precision: str = "no") -> dict:
+def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int, mixed_precision: str = "no",
+                cpu_matmul: str = "auto") -> dict:
     import accelerate  # noqa: F401  imported before the clock starts, as TRL's imports are
     from transformers import get_scheduler  # noqa: F401
 
@@ -82,7 +83,7 @@ def run_prefkit(model_dir: str, data: str, out: str, steps: int, batch: int, mix
     config = load_config(None, dict(model=model_dir, data=data, output_dir=out, loss="dpo", max_steps=steps,
                                     batch_size=batch, learning_rate=1e-5, reference="precomputed",
                                     cache_dir=out + "/cache", progress=False, logging_steps=steps,
-                                    max_length=MAX_LENGTH,
+                                    max_length=MAX_LENGTH, cpu_matmul=cpu_matmul,
                                     mixed_precision="bf16" if CUDA else mixed_precision))
     start = time.perf_counter()
     fit(config)
@@ -131,6 +132,7 @@ def run_trl(model_dir: str, data: str, out: str, steps: int, batch: int, liger: 
 PEERS = {  # name -> runner(model_dir, data, out, steps, batch)
     "prefkit": run_prefkit,
     "prefkit-bf16": lambda *args: run_prefkit(*args, mixed_precision="bf16"),
+    "prefkit-mkl": lambda *args: run_prefkit(*args, cpu_matmul="torch"),  # MKL's float32 products, as TRL's
     "trl": run_trl,
     "trl-liger": lambda *args: run_trl(*args, liger=True),  # GPU only: Liger's kernels are Triton
 }

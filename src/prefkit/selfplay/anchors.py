@@ -65,7 +65,7 @@ def load_policy(out: Path, iteration: int, config):
     """π_iteration from `policy_path`; with LoRA, the base named by `model` with iteration's adapter on it (a
     fresh adapter for 0, its random init seeded by `seed` so that every run starts from the same π_0)."""
     options = dict(dtype=config.dtype, trust_remote_code=config.trust_remote_code,
-                   gradient_checkpointing=config.gradient_checkpointing)
+                   gradient_checkpointing=config.gradient_checkpointing, cpu_matmul=config.cpu_matmul)
     if not config.lora:
         return load_model(policy_path(out, iteration, config), fuse=config.fuse_modules, **options)
     if iteration == 0:

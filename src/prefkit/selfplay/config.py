@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prefkit.modeling.load import DTYPES
+from prefkit.modeling.matmul import CPU_MATMUL
 from prefkit.modeling.vllm_generator import adapter_problems as vllm_adapter_problems
 from prefkit.modeling.vllm_generator import problems as vllm_problems
 from prefkit.selfplay.distributed import launch_problems
@@ -70,6 +71,7 @@ class SelfPlayConfig:
     logprob_chunk_size: int = 1024
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
+    cpu_matmul: str = "auto"  # float32 products on the CPU: torch (MKL), onednn, auto (prefkit.modeling.matmul)
     token_metrics: bool = True  # TRL's entropy, logits/*, mean_token_accuracy (prefkit.train.engine)
     seed: int = 0
     keep_policies: int | None = 2  # iteration policies kept on disk besides the magnet's (null: all; docs "Disk")
@@ -105,7 +107,8 @@ class SelfPlayConfig:
         from prefkit.train.config import schedule_problems, schedules
 
         choices = {"pairs": PAIRINGS, "winrates": WINRATES, "schedule": schedules(), "dtype": tuple(DTYPES),
-                   "mixed_precision": ("no", "bf16", "fp16"), "report_to": BACKENDS, "generator": GENERATORS}
+                   "mixed_precision": ("no", "bf16", "fp16"), "report_to": BACKENDS, "generator": GENERATORS,
+                   "cpu_matmul": CPU_MATMUL}
         problems, bad = check_fields(self, SELFPLAY_LIMITS, choices,
                                      {"model": "--model", "output_dir": "--output-dir"})
         if "schedule" not in bad:

@@ -21,6 +21,7 @@ import yaml
 from prefkit.data.examples import LIST_PAIRS
 from prefkit.errors import PrefkitError
 from prefkit.modeling.load import DTYPES
+from prefkit.modeling.matmul import CPU_MATMUL
 from prefkit.train.tracking import BACKENDS
 from prefkit.train.validation import (above, adapter_problems, at_least, check_fields, checked, hub_problems,
                                       loss_problems, raise_problems, within)
@@ -82,6 +83,7 @@ class TrainConfig:
     logprob_chunk_size: int = 1024
     packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
     fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
+    cpu_matmul: str = "auto"  # float32 products on the CPU: torch (MKL), onednn, auto (prefkit.modeling.matmul)
     token_metrics: bool = True  # TRL's entropy, logits/*, mean_token_accuracy (prefkit.train.engine)
     seed: int = 0
     # model loading
@@ -169,7 +171,7 @@ class TrainConfig:
 
 
 TRAIN_REQUIRED = {"model": "--model", "data": "--data", "output_dir": "--output-dir", "loss": "--loss"}
-TRAIN_CHOICES = {"reference": REFERENCE_MODES, "mixed_precision": PRECISIONS,
+TRAIN_CHOICES = {"reference": REFERENCE_MODES, "mixed_precision": PRECISIONS, "cpu_matmul": CPU_MATMUL,
                  "truncation": ("keep_start", "keep_end", "drop"), "on_bad_rows": ("error", "skip"),
                  "list_pairs": tuple(LIST_PAIRS),
                  "dtype": tuple(DTYPES), "report_to": BACKENDS, "eval_prefix": ("eval/", "eval_")}

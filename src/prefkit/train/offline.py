@@ -106,8 +106,9 @@ def setup(config: TrainConfig, *, model=None, tokenizer=None, datasets=(None, No
     total_steps = config.total_steps(max(1, order.per_epoch // config.grad_accum))  # checks the warmup too
 
     model = load_model(config.model if model is None else model, dtype=config.dtype,
-                       trust_remote_code=config.trust_remote_code, lora=config.lora, load_in_4bit=config.load_in_4bit, gradient_checkpointing=config.gradient_checkpointing,
-                       fuse=config.fuse_modules)
+                       trust_remote_code=config.trust_remote_code, lora=config.lora, load_in_4bit=config.load_in_4bit,
+                       gradient_checkpointing=config.gradient_checkpointing, fuse=config.fuse_modules,
+                       cpu_matmul=config.cpu_matmul)
     model.to(accelerator.device)
     mode = resolve_reference(config, objective)
     build = lambda data: _reference(mode, model, data, config, tokenizer, accelerator, objective)  # noqa: E731
