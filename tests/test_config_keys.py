@@ -6,6 +6,7 @@ says why; a run directory written before the bases existed still resumes."""
 import dataclasses
 import json
 import re
+import types
 import typing
 from pathlib import Path
 
@@ -56,8 +57,13 @@ def test_a_shared_key_is_declared_once_unless_its_default_or_type_needs_saying(c
         for key in names(base) - REDECLARED[command]:
             assert (hints[key], asdict_defaults(kind)[key]) == (base_hints[key], base_defaults[key]), key
         for key in names(base) & REDECLARED[command]:  # narrowed or widened: one type holds the other's values
-            ours, theirs = set(typing.get_args(hints[key]) or [hints[key]]), set(typing.get_args(base_hints[key]))
-            assert ours < theirs or theirs < ours or ours == theirs, key
+            ours, theirs = members(hints[key]), members(base_hints[key])
+            assert ours <= theirs or theirs <= ours, key
+
+
+def members(hint) -> set:
+    """The types a union admits (`str | None` -> {str, NoneType}), or the type itself."""
+    return set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
 
 
 def asdict_defaults(kind) -> dict:

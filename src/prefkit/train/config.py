@@ -183,8 +183,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_config(path: str | None = None, flags: dict[str, Any] | None = None,
                 overrides: list[str] | tuple[str, ...] = (), kind: type = TrainConfig,
                 values: dict[str, Any] | None = None):
-    """A validated `kind` (TrainConfig, or the self-play config) from a YAML file, a dict of the same keys
-    (`values`), flags and key=value overrides, in increasing priority; every unknown key and bad value is
+    """A validated `kind` (TrainConfig, SelfPlayConfig or JudgeTrainConfig) from a YAML file, a dict of the same
+    keys (`values`), flags and key=value overrides, in increasing priority; every unknown key and bad value is
     reported in one error."""
     given: list[tuple[Any, Any, str]] = []
     if path:
