@@ -136,8 +136,8 @@ TRAIN_CONFIG = [
     ("'data=[{path: a.jsonl, wieght: 2}]'", "'data[0]' has unknown key 'wieght' (keys: path, weight, split)"),
     ("'data=[a.jsonl]'", "'data' must be a string or a list of mappings (got ['a.jsonl'])"),
     ("learning_rate=.nan max_steps=0 max_grad_norm=-1",
-     "config: 3 problems: 'max_steps' must be an integer >= 1 or null (got 0); 'learning_rate' must be a finite "
-     "number > 0 (got nan); 'max_grad_norm' must be a finite number > 0 or null (got -1)"),
+     "config: 3 problems: 'learning_rate' must be a finite number > 0 (got nan); 'max_grad_norm' must be a finite "
+     "number > 0 or null (got -1); 'max_steps' must be an integer >= 1 or null (got 0)"),  # in the fields' order
 ]
 
 

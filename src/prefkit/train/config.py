@@ -1,4 +1,5 @@
-"""The offline training configuration: one dataclass, validated before anything loads.
+"""The offline training configuration: one dataclass, validated before anything loads, holding `prefkit train`'s
+own keys on top of the keys it shares with the other training commands (prefkit.train.base_config).
 
 Sources, in increasing priority: the dataclass defaults, a YAML file (`--config`) or a dict, command-line flags,
 and `key=value` overrides. TRL's and transformers' names are read as prefkit's (prefkit.train.vocabulary); an
@@ -20,11 +21,8 @@ import yaml
 
 from prefkit.data.examples import LIST_PAIRS
 from prefkit.errors import PrefkitError
-from prefkit.modeling.load import DTYPES
-from prefkit.modeling.matmul import CPU_MATMUL
-from prefkit.train.tracking import BACKENDS
-from prefkit.train.validation import (above, adapter_problems, at_least, check_fields, checked, hub_problems,
-                                      loss_problems, raise_problems, within)
+from prefkit.train.base_config import DatasetConfig, PolicyConfig
+from prefkit.train.validation import above, at_least, checked, raise_problems, within
 from prefkit.train.vocabulary import translate
 
 REFERENCE_MODES = ("auto", "precomputed", "copy", "adapter", "none")
@@ -37,27 +35,21 @@ def warmup_steps(config, total_steps: int) -> int:
     """`warmup_steps`, or `warmup_ratio` of the run rounded up as transformers rounds it (configs without a
     `warmup_ratio`: self-play, judges, use `warmup_steps` only)."""
     return config.warmup_steps or math.ceil(getattr(config, "warmup_ratio", 0.0) * total_steps)
-PRECISIONS = ("no", "bf16", "fp16")
+
+
 TRAIN_FEEDS = ("pairs", "labelled", "lists")  # the example kinds `prefkit train` builds (prefkit.losses.KINDS), by the data
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(PolicyConfig, DatasetConfig):
+    """`prefkit train`'s keys: those it shares with the other training commands (prefkit.train.base_config), which
+    mean the same there, and these."""
+
     # what to train
-    model: str = ""
-    data: str | list[dict[str, Any]] = ""  # a source, or several mixed: [{path, weight, split}] (docs/data.md)
-    output_dir: str = ""
-    loss: str | list[str] = "dpo"
     loss_weights: list[float] | None = None
-    loss_params: dict[str, Any] = field(default_factory=dict)
-    # data
-    split: str = "train"
-    eval_data: str | None = None
-    eval_split: str = "train"
+    # data: also several sources mixed, [{path, weight, split}] (docs/data.md); `prefkit judge train` takes one
+    data: str | list[dict[str, Any]] = ""
     chat_template: str | None = None  # a Jinja file or template string replacing the tokenizer's
-    max_length: int = 1024
-    truncation: str = "keep_start"
-    on_bad_rows: str = "error"
     list_pairs: str = "all"  # how scored lists feed a pairwise loss: all | best_vs_worst (ties dropped; docs/data.md)
     # reference policy: auto = none for reference-free losses, the disabled adapter with LoRA, else precomputed
     reference: str = "auto"
@@ -65,99 +57,32 @@ class TrainConfig:
     ref_mixup_alpha: float = 0.6
     cache_dir: str | None = None  # reference log-prob cache; default ~/.cache/prefkit
     # optimisation
-    max_steps: int | None = None
-    epochs: float = 1.0
-    batch_size: int = 8  # per process
     eval_batch_size: int | None = None  # default: batch_size
-    grad_accum: int = 1
-    learning_rate: float = 1e-6
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
     warmup_ratio: float = 0.0  # warm-up as a share of the run's steps (use one of warmup_steps, warmup_ratio)
-    schedule: str = "linear"  # any scheduler of transformers' get_scheduler
     schedule_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. {min_lr_rate: 0.1} for cosine_with_min_lr
-    max_grad_norm: float | None = 1.0  # null: no clipping (the norm is still measured and logged)
-    mixed_precision: str = "no"
-    dtype: str = "float32"
-    gradient_checkpointing: bool = False
-    logprob_chunk_size: int = 1024
-    packing: bool = True  # padding-free layout, each prompt once (prefkit.modeling.packing)
-    fuse_modules: bool = True  # leaner RMSNorm / SwiGLU MLP autograd (prefkit.modeling.fused)
-    cpu_matmul: str = "auto"  # float32 products on the CPU: torch (MKL), onednn, auto (prefkit.modeling.matmul)
-    token_metrics: bool = True  # TRL's entropy, logits/*, mean_token_accuracy (prefkit.train.engine)
-    seed: int = 0
     # model loading
-    trust_remote_code: bool = False
-    lora: dict[str, Any] | None = None  # e.g. {r: 16, alpha: 32, dropout: 0.05, target_modules: all-linear}
     load_in_4bit: bool = False
-    # outputs
-    merge_lora: bool = False  # with LoRA, also write the merged full model (output_dir/merged)
-    push_to_hub: bool = False  # upload the final model to the hub (needs a token: HF_TOKEN or `hf auth login`)
-    hub_model_id: str | None = None  # default: the output directory's name under your account
-    hub_private_repo: bool | None = None
     # bookkeeping
-    logging_steps: int = 10
     logging_first_step: bool = False  # also log the first step (transformers' name)
     eval_prefix: str = "eval/"  # evaluation metrics as eval/loss, or eval_loss as TRL and transformers name them
-    eval_steps: int | None = None
-    save_steps: int | None = None
-    keep_checkpoints: int = 2
-    report_to: list[str] = field(default_factory=lambda: ["jsonl"])  # + tensorboard, wandb, ...: prefkit.train.tracking
-    project: str = "prefkit"  # the trackers' project
-    run_name: str | None = None  # the trackers' run name
-    resume: bool = False  # continue the run in output_dir (same settings only)
-    overwrite: bool = False  # remove an earlier run in output_dir and start afresh
-    max_nonfinite_steps: int = 5  # non-finite losses / gradient norms in a row before the run stops
-    progress: bool = True
-
-    def validate(self) -> "TrainConfig":
-        raise_problems(self.problems())
-        return self
 
     def problems(self) -> list[str]:
         """Every problem with the values, not only the first: a user fixes them all in one go."""
-        problems, bad = check_fields(self, TRAIN_LIMITS, {**TRAIN_CHOICES, "schedule": schedules()}, TRAIN_REQUIRED)
-        if not bad & {"warmup_steps", "max_steps"} and self.max_steps is not None \
-                and self.warmup_steps > self.max_steps:
-            problems.append(f"'warmup_steps' ({self.warmup_steps}) must be <= 'max_steps' ({self.max_steps})")
+        problems, bad = self.shared_problems(TRAIN_LIMITS, TRAIN_CHOICES, TRAIN_REQUIRED)
         if not bad & {"warmup_steps", "warmup_ratio"} and self.warmup_steps and self.warmup_ratio:
             problems.append("set one of 'warmup_steps' and 'warmup_ratio' (transformers' warmup_ratio), not both")
-        if not bad & {"schedule", "schedule_kwargs"}:
-            problems += schedule_problems(self.schedule, self.schedule_kwargs)
         if "data" not in bad and isinstance(self.data, list):
             problems += mixture_problems(self.data)
         if "chat_template" not in bad and self.chat_template is not None:
             problems += chat_template_problems(self.chat_template)
-        problems += hub_problems(self)
-        problems += adapter_problems(self, bad)
         if self.ref_sync_steps is not None and self.reference not in ("copy", "auto"):
             problems.append("'ref_sync_steps' (TR-DPO) needs reference: copy")
         if not bad & {"loss", "loss_params", "loss_weights"}:
-            problems += self._loss_problems()
+            problems += self.loss_problems(TRAIN_FEEDS, "prefkit train")[0]
+            names = self.loss_names()
+            if self.loss_weights is not None and len(self.loss_weights) != len(names):
+                problems.append(f"'loss_weights' has {len(self.loss_weights)} weights for {len(names)} losses {names}")
         return problems
-
-    def _loss_problems(self) -> list[str]:
-        names = [self.loss] if isinstance(self.loss, str) else list(self.loss)
-        problems, specs = loss_problems(names, self.loss_params)
-        if self.loss_weights is not None and len(self.loss_weights) != len(names):
-            problems.append(f"'loss_weights' has {len(self.loss_weights)} weights for {len(names)} losses {names}")
-        unknown = [k for k in self.loss_params if k.rpartition(".")[2] not in {p for s in specs for p in s.defaults}]
-        if specs and unknown:
-            problems.append(f"loss_params has '{unknown[0]}', which no loss in {names} takes")
-        if len(specs) == len(names):
-            from prefkit.losses import feed_problem
-
-            problems += [p for p in [feed_problem(names, TRAIN_FEEDS, "prefkit train")] if p]
-        return problems
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        """The run's optimizer steps, once the data fixes `steps_per_epoch`; raises when the warmup would not
-        end before training does (the schedule would never reach its peak learning rate)."""
-        total = self.max_steps if self.max_steps is not None else math.ceil(self.epochs * steps_per_epoch)
-        if self.warmup_steps > total:
-            raise PrefkitError(f"config: 'warmup_steps' ({self.warmup_steps}) must be <= the run's {total} optimizer "
-                               f"steps ({self.epochs:g} epochs of {steps_per_epoch})")
-        return total
 
     def warmup(self, total_steps: int) -> int:
         """Warm-up steps: `warmup_steps`, or `warmup_ratio` of the run rounded up, as transformers rounds it."""
@@ -170,18 +95,11 @@ class TrainConfig:
         return make_scheduler(self, optimizer, total_steps)
 
 
-TRAIN_REQUIRED = {"model": "--model", "data": "--data", "output_dir": "--output-dir", "loss": "--loss"}
-TRAIN_CHOICES = {"reference": REFERENCE_MODES, "mixed_precision": PRECISIONS, "cpu_matmul": CPU_MATMUL,
-                 "truncation": ("keep_start", "keep_end", "drop"), "on_bad_rows": ("error", "skip"),
-                 "list_pairs": tuple(LIST_PAIRS),
-                 "dtype": tuple(DTYPES), "report_to": BACKENDS, "eval_prefix": ("eval/", "eval_")}
-TRAIN_LIMITS = {"max_length": at_least(2), "ref_sync_steps": at_least(1), "ref_mixup_alpha": within(0, 1),
-                "max_steps": at_least(1), "epochs": above(0), "batch_size": at_least(1), "grad_accum": at_least(1),
-                "learning_rate": above(0), "weight_decay": at_least(0), "warmup_steps": at_least(0),
-                "warmup_ratio": within(0, 1), "eval_batch_size": at_least(1),
-                "max_grad_norm": above(0), "logprob_chunk_size": at_least(1), "seed": at_least(0),
-                "logging_steps": at_least(1), "eval_steps": at_least(1), "save_steps": at_least(1),
-                "keep_checkpoints": at_least(1), "max_nonfinite_steps": at_least(1)}
+# prefkit train's own keys; the shared keys' limits and choices are prefkit.train.base_config's
+TRAIN_REQUIRED = {"loss": "--loss"}
+TRAIN_CHOICES = {"reference": REFERENCE_MODES, "list_pairs": tuple(LIST_PAIRS), "eval_prefix": ("eval/", "eval_")}
+TRAIN_LIMITS = {"ref_sync_steps": at_least(1), "ref_mixup_alpha": within(0, 1), "warmup_ratio": within(0, 1),
+                "eval_batch_size": at_least(1)}
 
 
 @functools.lru_cache(maxsize=1)
@@ -265,8 +183,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_config(path: str | None = None, flags: dict[str, Any] | None = None,
                 overrides: list[str] | tuple[str, ...] = (), kind: type = TrainConfig,
                 values: dict[str, Any] | None = None):
-    """A validated `kind` (TrainConfig, or the self-play config) from a YAML file, a dict of the same keys
-    (`values`), flags and key=value overrides, in increasing priority; every unknown key and bad value is
+    """A validated `kind` (TrainConfig, SelfPlayConfig or JudgeTrainConfig) from a YAML file, a dict of the same
+    keys (`values`), flags and key=value overrides, in increasing priority; every unknown key and bad value is
     reported in one error."""
     given: list[tuple[Any, Any, str]] = []
     if path:

@@ -1,6 +1,6 @@
 """Checking a config dataclass before anything loads: each field's type (read from its annotation), range and
-choices, with every problem collected so that one error lists them all. TrainConfig and SelfPlayConfig declare
-their limits as data and share this code.
+choices, with every problem collected so that one error lists them all. The training commands' configs declare
+their limits as data (prefkit.train.base_config holds the shared keys') and share this code.
 
 Values are shown bounded (`short`): a YAML alias bomb in a config value must cost nothing to report.
 """
@@ -188,16 +188,6 @@ def lora_problems(options: dict) -> list[str]:
         if key in options:
             _, problem = checked(f"lora.{key}", options[key], hint, limit, None)
             problems += [problem] if problem else []
-    return problems
-
-
-def adapter_problems(config, bad: set[str]) -> list[str]:
-    """`lora` and `merge_lora`, as `prefkit train` and `prefkit selfplay` both take them."""
-    problems = []
-    if config.merge_lora and not config.lora:
-        problems.append("'merge_lora' needs a LoRA adapter (lora: {r: 16}, or use_peft: true)")
-    if "lora" not in bad and config.lora is not None:
-        problems += lora_problems(config.lora)
     return problems
 
 
