@@ -65,11 +65,33 @@ def test_lora_takes_prefkit_train_keys_and_trl_names(initial, tmp_path):
     (dict(lora={"rank": 4}), "'lora' has unknown key 'rank'"),
     (dict(lora={"r": 0}), "'lora.r' must be an integer >= 1"),
     (dict(merge_lora=True), "'merge_lora' needs a LoRA adapter"),
-    (dict(lora=LORA, generator="vllm", vllm={"server": "http://127.0.0.1:1"}), "vllm.server reloads the weights"),
 ])
 def test_bad_lora_settings_are_named_before_anything_loads(initial, tmp_path, values, message):
     with pytest.raises(PrefkitError, match=message):
         config(initial, tmp_path, **values)
+
+
+def test_lora_with_a_vllm_server_validates(initial, tmp_path):
+    vllm = {"server": "http://127.0.0.1:1"}  # the main suite has no vllm: tensor_parallel_size needs the package
+    assert config(initial, tmp_path, lora=LORA, generator="vllm", vllm=vllm).vllm == vllm
+
+
+def test_an_engine_that_reads_from_disk_gets_the_merged_weights_then_they_go(initial, tmp_path):
+    """A vLLM server or tensor-parallel workers reload from a folder: with LoRA, `reloadable` writes the merged
+    weights there (peft's merge_and_unload, bit for bit), and `reloaded` removes them; a full policy is reloaded
+    from where it was saved."""
+    from prefkit.modeling.vllm_generator import reloadable, reloaded
+
+    model = peft_policy(initial, modules_to_save=["lm_head"])
+    saved = tmp_path / "iter-0001" / "policy"
+    saved.mkdir(parents=True)
+    folder = reloadable(model, saved)
+    written = load_file(str(folder / "model.safetensors"))
+    expected = copy.deepcopy(model).merge_and_unload().state_dict()
+    assert set(written) == set(expected) and same(written, expected)
+    reloaded(folder, saved)
+    assert not folder.exists() and saved.is_dir()
+    assert reloadable(copy.deepcopy(model).merge_and_unload(), saved) == saved
 
 
 # ---- one base model, several adapter states -----------------------------------------------------------------

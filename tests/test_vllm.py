@@ -225,3 +225,25 @@ def test_a_server_samples_and_reloads_the_saved_policy(pretrained, server, tmp_p
                                   logprobs=True)
     assert largest_gap(moved, tokenizer, prompts, groups, logps) < TOLERANCE
     assert largest_gap(model, tokenizer, prompts, groups, logps) > 100 * TOLERANCE
+
+
+@pytest.mark.slow
+def test_a_server_reloads_a_lora_policy_as_merged_weights(pretrained, server, tmp_path):
+    from prefkit.modeling.load import load_model
+    from prefkit.modeling.vllm_generator import ServerEngine
+
+    task, model, tokenizer, path = pretrained
+    policy = load_model(path, lora={"r": 4, "alpha": 8}, fuse=False).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # a fresh adapter adds nothing (B = 0): give it weights that move the model
+        for name, parameter in policy.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.3, generator=generator)
+    saved = tmp_path / "iter-0001" / "policy"
+    policy.save_pretrained(saved)  # what a LoRA run saves: the adapter alone
+    prompts = task.prompts(split="eval")[:4]
+    engine = ServerEngine(path, VllmOptions(server=server))
+    groups, logps = engine.sample(policy, saved, tokenizer, prompts, 3, seed=2, max_new_tokens=6, logprobs=True)
+    assert largest_gap(policy, tokenizer, prompts, groups, logps) < TOLERANCE
+    assert largest_gap(model, tokenizer, prompts, groups, logps) > 100 * TOLERANCE  # the adapter was reloaded
+    assert not (saved.parent / "vllm-weights").exists()  # the merged copy is gone once read

@@ -11,7 +11,8 @@ they changed, once per iteration after the fit:
   (the path TRL's colocate mode uses, `load_weights`, fails on vLLM's CPU backend, which repacks linear
   weights); then the prefix cache, which holds the old weights' keys and values, is reset;
 - `server: URL`: an OpenAI-compatible vLLM server started with `VLLM_SERVER_DEV_MODE=1` on a machine that sees
-  the run directory is told to reload the weights from the saved policy (`/collective_rpc`), and samples
+  the run directory is told to reload the weights from the saved policy (`/collective_rpc`; with LoRA from the
+  merged weights written beside the saved adapter for the reload, and removed after it), and samples
   through `/v1/completions` with the prompt's token ids, returning the sampled ids and their log-probs.
 
 Each prompt's request carries its own seed (derived from the iteration's seed and the prompt's position), so a
@@ -73,16 +74,34 @@ def problems(generator: str, values: dict) -> list[str]:
     return found
 
 
-def adapter_problems(values: dict) -> list[str]:
-    """With a LoRA policy the in-process engine gets the merged weights from memory; an engine that reloads the
-    saved policy from disk (a server, or workers in processes of their own) would find only the adapter there."""
-    if values.get("server"):
-        return ["vllm.server reloads the weights from the saved policy, which with lora is only the adapter: "
-                "drop vllm.server (the engine in this process takes the merged weights) or train without lora"]
-    if values.get("tensor_parallel_size", 1) > 1:
-        return ["vllm.tensor_parallel_size > 1 reloads the weights from the saved policy, which with lora is only "
-                "the adapter: use tensor_parallel_size 1 or train without lora"]
-    return []
+def reloadable(policy, saved: Path) -> Path:
+    """The folder an engine that reads weights from disk (a server, tensor-parallel workers) reloads: the saved
+    policy, or with LoRA, whose saved policy is the adapter alone, the merged weights written beside it as one
+    safetensors file (`vllm-weights`, removed again by `reloaded` once the engine has read it)."""
+    from prefkit.modeling.adapters import is_adapter, merged_weights
+
+    if not is_adapter(policy):
+        return saved
+    from safetensors.torch import save_file
+
+    from prefkit.io import atomic_write
+
+    folder, seen, tensors = saved.parent / "vllm-weights", set(), {}
+    for name, tensor in merged_weights(policy):  # a tied embedding and head once: safetensors refuses shared storage
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            tensors[name] = tensor.contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "model.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    return folder
+
+
+def reloaded(folder: Path, saved: Path) -> None:
+    """Remove the merged weights `reloadable` wrote, once read (the saved adapter is what the run keeps)."""
+    if folder != saved:
+        import shutil
+
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def make_generator(config):
@@ -152,7 +171,9 @@ class LocalEngine(_Engine):
 
     def push(self, policy, saved: Path) -> None:
         if self.options.tensor_parallel_size > 1:  # workers in processes of their own: they read the saved policy
-            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(saved)})
+            folder = reloadable(policy, saved)
+            self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
+            reloaded(folder, saved)
         else:
             from prefkit.modeling.adapters import full_weights
 
@@ -184,8 +205,10 @@ class ServerEngine(_Engine):
     def push(self, policy, saved: Path) -> None:
         if not saved.is_dir():  # `model` is a hub id: the server was started from it (docs/selfplay.md)
             return
+        folder = reloadable(policy, saved)
         self._post("/collective_rpc", {"method": "reload_weights",
-                                       "kwargs": {"weights_path": str(saved.resolve())}})
+                                       "kwargs": {"weights_path": str(folder.resolve())}})
+        reloaded(folder, saved)
         self._post("/reset_prefix_cache", {})
 
     def draw(self, prompt_ids, n, seeds, temperature, top_p, max_new_tokens, eos, logprobs):

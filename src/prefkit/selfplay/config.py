@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from prefkit.modeling.vllm_generator import adapter_problems as vllm_adapter_problems
 from prefkit.modeling.vllm_generator import problems as vllm_problems
 from prefkit.selfplay.distributed import launch_problems
 from prefkit.train.base_config import PolicyConfig
@@ -84,8 +83,6 @@ class SelfPlayConfig(PolicyConfig):
         if not bad & {"generator", "vllm"}:
             problems += vllm_problems(self.generator, self.vllm)
         problems += launch_problems(self.generator)
-        if self.lora and self.generator == "vllm" and not bad & {"vllm"}:
-            problems += vllm_adapter_problems(self.vllm)
         if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:
