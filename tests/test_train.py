@@ -155,6 +155,48 @@ def test_two_process_launch_matches_one_process_with_the_same_global_batch(works
     assert any(not torch.allclose(a[k], initial[k].float()) for k in a)  # both actually trained
 
 
+@pytest.mark.parametrize("variable, name", [("ACCELERATE_USE_FSDP", "FSDP"),
+                                            ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+@pytest.mark.parametrize("command", ["train", "judge train"])
+def test_a_sharded_launch_without_a_gpu_is_refused_at_validation(monkeypatch, tmp_path, variable, name, command):
+    """accelerate shards on GPUs only: with cpu=True (prefkit's accelerator without a CUDA GPU) it runs FSDP and
+    DeepSpeed launches as plain data parallelism. With a GPU the same launch passes validation."""
+    from prefkit.errors import PrefkitError
+    from prefkit.judges.train_config import JudgeTrainConfig
+    from prefkit.train.config import TrainConfig
+
+    kind = {"train": TrainConfig, "judge train": JudgeTrainConfig}[command]
+    monkeypatch.setenv(variable, "true")
+    flags = {"model": "m", "data": "d.jsonl", "output_dir": str(tmp_path)}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PrefkitError, match=f"asks for {name} .{variable}., which accelerate runs on GPUs only"):
+        load_config(None, flags, kind=kind)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    load_config(None, flags, kind=kind)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a CUDA GPU")
+def test_the_fsdp_config_launched_without_a_gpu_stops_at_validation_on_every_process(workspace, tmp_path):
+    """`accelerate launch --config_file configs/accelerate/fsdp.yaml` on 2 CPU processes: the variable its launcher
+    sets is the one validation reads, and each process stops with the one-line error before anything loads, where
+    accelerate's FSDP plugin would otherwise raise a RuntimeError (fsdp_version 1 with sync_module_states: "no
+    available devices found") or, with fsdp_version 2, the run would go on unsharded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes",
+               "2", "-m", "prefkit", "train", "--model", workspace["model"], "--data", workspace["data"],
+               "--output-dir", str(tmp_path / "run"), "--max-steps", "1", "progress=false"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert done.stderr.count("asks for FSDP (ACCELERATE_USE_FSDP), which accelerate runs on GPUs only") == 2
+    # torchrun's launcher reports its failed children with a traceback of its own; no process raised one
+    assert "RuntimeError" not in done.stderr and not (tmp_path / "run").exists()
+
+
 def test_evaluation_runs_on_the_eval_split_with_its_own_reference(workspace, tmp_path):
     fit(config(workspace, tmp_path, eval_data=workspace["data"], eval_steps=1, max_steps=2))
     evals = [r for r in read_metrics(tmp_path) if "eval/loss" in r]

@@ -9,7 +9,8 @@ from typing import Any
 
 from prefkit.judges.heads import KINDS, HeadSettings
 from prefkit.train.config import TRAIN_CHOICES, TRAIN_LIMITS, TrainConfig, schedules
-from prefkit.train.validation import above, at_least, check_fields, lora_problems, raise_problems
+from prefkit.train.validation import (above, at_least, check_fields, lora_problems, raise_problems,
+                                      sharding_problems)
 
 
 @dataclass
@@ -76,7 +77,7 @@ class JudgeTrainConfig:
             problems.append(f"'warmup_steps' ({self.warmup_steps}) must be <= 'max_steps' ({self.max_steps})")
         if "lora" not in bad and self.lora is not None:
             problems += lora_problems(self.lora)
-        return problems
+        return problems + sharding_problems()  # the same engine as prefkit train's
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """The run's optimizer steps, as `prefkit train` counts them (max_steps, else epochs of the data)."""
