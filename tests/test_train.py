@@ -175,6 +175,33 @@ def test_a_sharded_launch_without_a_gpu_is_refused_at_validation(monkeypatch, tm
     load_config(None, flags, kind=kind)
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_accelerates_fsdp_wraps_each_decoder_layer_of_the_prepared_policy(lora):
+    """accelerate's TRANSFORMER_BASED_WRAP (the shipped fsdp.yaml's) finds the blocks to shard one by one in the
+    `_no_split_modules` of the module it prepares: the engine's PolicyLogps passes on its model's (through peft's
+    wrapper with LoRA). Checked with accelerate's own policy functions for FSDP2 and FSDP1, which need no GPU."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from prefkit.modeling.tiny import tiny_llama
+    from prefkit.train.engine import PolicyLogps
+
+    model = tiny_llama(64, hidden_size=32, layers=2, heads=2)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    policy = PolicyLogps(model, 64, False)
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
+    wraps = fsdp2_prepare_auto_wrap_policy(plugin, policy)
+    assert [type(m) for m in policy.modules() if wraps(m)] == [LlamaDecoderLayer, LlamaDecoderLayer]
+    fsdp1 = FullyShardedDataParallelPlugin(fsdp_version=1, auto_wrap_policy="transformer_based_wrap",
+                                           sync_module_states=False)
+    fsdp1.set_auto_wrap_policy(policy)
+    assert fsdp1.auto_wrap_policy.keywords["transformer_layer_cls"] == {LlamaDecoderLayer}
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a CUDA GPU")
 def test_the_fsdp_config_launched_without_a_gpu_stops_at_validation_on_every_process(workspace, tmp_path):

@@ -40,6 +40,13 @@ class PolicyLogps(nn.Module):
         out = batch_logps(self.model, batch, self.chunk_size, self.packing, statistics=self.token_metrics)
         return out.logps, out.lengths, out.tokens
 
+    @property
+    def _no_split_modules(self):
+        """The model's block classes (a transformers model's own list): accelerate's FSDP TRANSFORMER_BASED_WRAP
+        reads them from the module it prepares, this wrapper, and without them would shard the whole model as one
+        unit, gathered whole for every forward."""
+        return getattr(self.model, "_no_split_modules", None)
+
 
 def token_metrics(tokens: TokenSums | None, lengths: Tensor, labels: Tensor | None, *,
                   accuracy: bool = True) -> dict[str, float]:
