@@ -160,19 +160,50 @@ def test_two_process_launch_matches_one_process_with_the_same_global_batch(works
 @pytest.mark.parametrize("command", ["train", "judge train"])
 def test_a_sharded_launch_without_a_gpu_is_refused_at_validation(monkeypatch, tmp_path, variable, name, command):
     """accelerate shards on GPUs only: with cpu=True (prefkit's accelerator without a CUDA GPU) it runs FSDP and
-    DeepSpeed launches as plain data parallelism. With a GPU the same launch passes validation."""
+    DeepSpeed launches as plain data parallelism."""
     from prefkit.errors import PrefkitError
     from prefkit.judges.train_config import JudgeTrainConfig
     from prefkit.train.config import TrainConfig
 
     kind = {"train": TrainConfig, "judge train": JudgeTrainConfig}[command]
     monkeypatch.setenv(variable, "true")
-    flags = {"model": "m", "data": "d.jsonl", "output_dir": str(tmp_path)}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(PrefkitError, match=f"asks for {name} .{variable}., which accelerate runs on GPUs only"):
-        load_config(None, flags, kind=kind)
+        load_config(None, {"model": "m", "data": "d.jsonl", "output_dir": str(tmp_path)}, kind=kind)
+
+
+@pytest.mark.parametrize("environment, flags, message", [
+    ({}, {}, None),
+    ({"FSDP_VERSION": "2"}, {}, None),
+    ({"FSDP_VERSION": "2"}, {"lora": {"r": 4}}, None),
+    ({"FSDP_VERSION": "1"}, {}, "asks for FSDP version 1 .FSDP_VERSION.; prefkit gathers .* FSDP2's shards only"),
+    ({}, {}, "asks for FSDP version 1"),  # accelerate's default
+    ({"FSDP_VERSION": "2"}, {"lora": {"r": 4}, "merge_lora": True}, "'merge_lora' under FSDP"),
+], ids=["ddp", "fsdp2", "fsdp2-lora", "fsdp1", "fsdp-default", "fsdp2-merge"])
+def test_what_prefkit_train_cannot_run_under_fsdp_on_gpus_is_refused_at_validation(monkeypatch, tmp_path,
+                                                                                   environment, flags, message):
+    """On a machine with a GPU (mocked): FSDP2 passes, FSDP1 and merge_lora under FSDP are refused; prefkit judge
+    train refuses FSDP of either version. The first case is a plain data-parallel launch."""
+    from prefkit.errors import PrefkitError
+    from prefkit.judges.train_config import JudgeTrainConfig
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    load_config(None, flags, kind=kind)
+    if environment or message:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    values = {"model": "m", "data": "d.jsonl", "output_dir": str(tmp_path), **flags}
+    if message is None:
+        load_config(None, values)
+    else:
+        with pytest.raises(PrefkitError, match=message):
+            load_config(None, values)
+    judge = {"model": "m", "data": "d.jsonl", "output_dir": str(tmp_path)}
+    if environment or message:
+        with pytest.raises(PrefkitError, match="prefkit judge train runs data-parallel only"):
+            load_config(None, judge, kind=JudgeTrainConfig)
+    else:
+        load_config(None, judge, kind=JudgeTrainConfig)
 
 
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])

@@ -10,7 +10,7 @@ from typing import Any
 from prefkit.judges.heads import KINDS, HeadSettings
 from prefkit.train.config import TRAIN_CHOICES, TRAIN_LIMITS, TrainConfig, schedules
 from prefkit.train.validation import (above, at_least, check_fields, lora_problems, raise_problems,
-                                      sharding_problems)
+                                      sharded_launch, sharding_problems)
 
 
 @dataclass
@@ -77,6 +77,9 @@ class JudgeTrainConfig:
             problems.append(f"'warmup_steps' ({self.warmup_steps}) must be <= 'max_steps' ({self.max_steps})")
         if "lora" not in bad and self.lora is not None:
             problems += lora_problems(self.lora)
+        problems += [f"accelerate launch asks for FSDP ({variable}), but prefkit judge train runs data-parallel "
+                     "only (its judge and checkpoints are saved unsharded): launch with --multi_gpu "
+                     "(configs/accelerate/ddp.yaml)" for variable, name in sharded_launch() if name == "FSDP"]
         return problems + sharding_problems()  # the same engine as prefkit train's
 
     def total_steps(self, steps_per_epoch: int) -> int:

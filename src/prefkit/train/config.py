@@ -23,7 +23,7 @@ from prefkit.errors import PrefkitError
 from prefkit.modeling.load import DTYPES
 from prefkit.train.tracking import BACKENDS
 from prefkit.train.validation import (above, adapter_problems, at_least, check_fields, checked, hub_problems,
-                                      loss_problems, raise_problems, sharding_problems, within)
+                                      fsdp_problems, loss_problems, raise_problems, sharding_problems, within)
 from prefkit.train.vocabulary import translate
 
 REFERENCE_MODES = ("auto", "precomputed", "copy", "adapter", "none")
@@ -126,7 +126,7 @@ class TrainConfig:
             problems += mixture_problems(self.data)
         if "chat_template" not in bad and self.chat_template is not None:
             problems += chat_template_problems(self.chat_template)
-        problems += hub_problems(self) + sharding_problems()
+        problems += hub_problems(self) + sharding_problems() + fsdp_problems(self)
         problems += adapter_problems(self, bad)
         if self.ref_sync_steps is not None and self.reference not in ("copy", "auto"):
             problems.append("'ref_sync_steps' (TR-DPO) needs reference: copy")
