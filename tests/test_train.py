@@ -136,11 +136,14 @@ def test_config_errors_are_one_clear_line(workspace, tmp_path, capsys, args, mes
 
 @pytest.mark.slow
 def test_two_process_launch_matches_one_process_with_the_same_global_batch(workspace, tmp_path):
+    """And on 2 processes a resume from step 1's checkpoint ends bit for bit where the uninterrupted run does
+    (every process loads the checkpoint on the CPU, whose device accelerate names cpu:0)."""
+    import shutil
     import subprocess
     import sys
 
     common = ["--model", workspace["model"], "--data", workspace["data"], "--loss", "dpo", "--max-steps", "2",
-              "learning_rate=1e-3", f"cache_dir={tmp_path / 'cache'}", "progress=false"]
+              "learning_rate=1e-3", f"cache_dir={tmp_path / 'cache'}", "progress=false", "save_steps=1"]
     one = [sys.executable, "-m", "prefkit.cli", "train", "--output-dir", str(tmp_path / "one"), *common,
            "batch_size=4"]
     two = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m", "prefkit.cli",
@@ -153,6 +156,13 @@ def test_two_process_launch_matches_one_process_with_the_same_global_batch(works
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     assert any(not torch.allclose(a[k], initial[k].float()) for k in a)  # both actually trained
+
+    for left in (tmp_path / "two" / "final", tmp_path / "two" / "checkpoints" / "step-00000002"):
+        shutil.rmtree(left)  # as if stopped after step 1's checkpoint
+    done = subprocess.run([*two, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = weights(tmp_path / "two" / "final")
+    assert all(torch.equal(resumed[k], b[k]) for k in b)
 
 
 @pytest.mark.parametrize("variable, name", [("ACCELERATE_USE_FSDP", "FSDP"),
