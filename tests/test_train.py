@@ -136,11 +136,14 @@ def test_config_errors_are_one_clear_line(workspace, tmp_path, capsys, args, mes
 
 @pytest.mark.slow
 def test_two_process_launch_matches_one_process_with_the_same_global_batch(workspace, tmp_path):
+    """And on 2 processes a resume from step 1's checkpoint ends bit for bit where the uninterrupted run does
+    (every process loads the checkpoint on the CPU, whose device accelerate names cpu:0)."""
+    import shutil
     import subprocess
     import sys
 
     common = ["--model", workspace["model"], "--data", workspace["data"], "--loss", "dpo", "--max-steps", "2",
-              "learning_rate=1e-3", f"cache_dir={tmp_path / 'cache'}", "progress=false"]
+              "learning_rate=1e-3", f"cache_dir={tmp_path / 'cache'}", "progress=false", "save_steps=1"]
     one = [sys.executable, "-m", "prefkit.cli", "train", "--output-dir", str(tmp_path / "one"), *common,
            "batch_size=4"]
     two = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "-m", "prefkit.cli",
@@ -153,6 +156,113 @@ def test_two_process_launch_matches_one_process_with_the_same_global_batch(works
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     assert any(not torch.allclose(a[k], initial[k].float()) for k in a)  # both actually trained
+
+    for left in (tmp_path / "two" / "final", tmp_path / "two" / "checkpoints" / "step-00000002"):
+        shutil.rmtree(left)  # as if stopped after step 1's checkpoint
+    done = subprocess.run([*two, "--resume"], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = weights(tmp_path / "two" / "final")
+    assert all(torch.equal(resumed[k], b[k]) for k in b)
+
+
+@pytest.mark.parametrize("variable, name", [("ACCELERATE_USE_FSDP", "FSDP"),
+                                            ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")])
+@pytest.mark.parametrize("command", ["train", "judge train"])
+def test_a_sharded_launch_without_a_gpu_is_refused_at_validation(monkeypatch, tmp_path, variable, name, command):
+    """accelerate shards on GPUs only: with cpu=True (prefkit's accelerator without a CUDA GPU) it runs FSDP and
+    DeepSpeed launches as plain data parallelism."""
+    from prefkit.errors import PrefkitError
+    from prefkit.judges.train_config import JudgeTrainConfig
+    from prefkit.train.config import TrainConfig
+
+    kind = {"train": TrainConfig, "judge train": JudgeTrainConfig}[command]
+    monkeypatch.setenv(variable, "true")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(PrefkitError, match=f"asks for {name} .{variable}., which accelerate runs on GPUs only"):
+        load_config(None, {"model": "m", "data": "d.jsonl", "output_dir": str(tmp_path)}, kind=kind)
+
+
+@pytest.mark.parametrize("environment, flags, message", [
+    ({}, {}, None),
+    ({"FSDP_VERSION": "2"}, {}, None),
+    ({"FSDP_VERSION": "2"}, {"lora": {"r": 4}}, None),
+    ({"FSDP_VERSION": "1"}, {}, "asks for FSDP version 1 .FSDP_VERSION.; prefkit gathers .* FSDP2's shards only"),
+    ({}, {}, "asks for FSDP version 1"),  # accelerate's default
+    ({"FSDP_VERSION": "2"}, {"lora": {"r": 4}, "merge_lora": True}, "'merge_lora' under FSDP"),
+], ids=["ddp", "fsdp2", "fsdp2-lora", "fsdp1", "fsdp-default", "fsdp2-merge"])
+def test_what_prefkit_train_cannot_run_under_fsdp_on_gpus_is_refused_at_validation(monkeypatch, tmp_path,
+                                                                                   environment, flags, message):
+    """On a machine with a GPU (mocked): FSDP2 passes, FSDP1 and merge_lora under FSDP are refused; prefkit judge
+    train refuses FSDP of either version. The first case is a plain data-parallel launch."""
+    from prefkit.errors import PrefkitError
+    from prefkit.judges.train_config import JudgeTrainConfig
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    if environment or message:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    values = {"model": "m", "data": "d.jsonl", "output_dir": str(tmp_path), **flags}
+    if message is None:
+        load_config(None, values)
+    else:
+        with pytest.raises(PrefkitError, match=message):
+            load_config(None, values)
+    judge = {"model": "m", "data": "d.jsonl", "output_dir": str(tmp_path)}
+    if environment or message:
+        with pytest.raises(PrefkitError, match="prefkit judge train runs data-parallel only"):
+            load_config(None, judge, kind=JudgeTrainConfig)
+    else:
+        load_config(None, judge, kind=JudgeTrainConfig)
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_accelerates_fsdp_wraps_each_decoder_layer_of_the_prepared_policy(lora):
+    """accelerate's TRANSFORMER_BASED_WRAP (the shipped fsdp.yaml's) finds the blocks to shard one by one in the
+    `_no_split_modules` of the module it prepares: the engine's PolicyLogps passes on its model's (through peft's
+    wrapper with LoRA). Checked with accelerate's own policy functions for FSDP2 and FSDP1, which need no GPU."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from accelerate.utils.fsdp_utils import fsdp2_prepare_auto_wrap_policy
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from prefkit.modeling.tiny import tiny_llama
+    from prefkit.train.engine import PolicyLogps
+
+    model = tiny_llama(64, hidden_size=32, layers=2, heads=2)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    policy = PolicyLogps(model, 64, False)
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=2, auto_wrap_policy="transformer_based_wrap")
+    wraps = fsdp2_prepare_auto_wrap_policy(plugin, policy)
+    assert [type(m) for m in policy.modules() if wraps(m)] == [LlamaDecoderLayer, LlamaDecoderLayer]
+    fsdp1 = FullyShardedDataParallelPlugin(fsdp_version=1, auto_wrap_policy="transformer_based_wrap",
+                                           sync_module_states=False)
+    fsdp1.set_auto_wrap_policy(policy)
+    assert fsdp1.auto_wrap_policy.keywords["transformer_layer_cls"] == {LlamaDecoderLayer}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for machines without a CUDA GPU")
+def test_the_fsdp_config_launched_without_a_gpu_stops_at_validation_on_every_process(workspace, tmp_path):
+    """`accelerate launch --config_file configs/accelerate/fsdp.yaml` on 2 CPU processes: the variable its launcher
+    sets is the one validation reads, and each process stops with the one-line error before anything loads, where
+    accelerate's FSDP plugin would otherwise raise a RuntimeError (fsdp_version 1 with sync_module_states: "no
+    available devices found") or, with fsdp_version 2, the run would go on unsharded."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = Path(__file__).parents[1] / "configs" / "accelerate" / "fsdp.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes",
+               "2", "-m", "prefkit", "train", "--model", workspace["model"], "--data", workspace["data"],
+               "--output-dir", str(tmp_path / "run"), "--max-steps", "1", "progress=false"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0
+    assert done.stderr.count("asks for FSDP (ACCELERATE_USE_FSDP), which accelerate runs on GPUs only") == 2
+    # torchrun's launcher reports its failed children with a traceback of its own; no process raised one
+    assert "RuntimeError" not in done.stderr and not (tmp_path / "run").exists()
 
 
 def test_evaluation_runs_on_the_eval_split_with_its_own_reference(workspace, tmp_path):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from prefkit.judges.heads import KINDS, HeadSettings
 from prefkit.train.base_config import DatasetConfig
-from prefkit.train.validation import above, at_least
+from prefkit.train.validation import above, at_least, sharded_launch, sharding_problems
 
 
 @dataclass
@@ -32,7 +32,10 @@ class JudgeTrainConfig(DatasetConfig):
         if "embedding_dim" not in bad and self.embedding_dim % 2:
             problems.append(f"'embedding_dim' must be even (2k: the skew-symmetric form pairs the dimensions); "
                             f"got {self.embedding_dim}")
-        return problems
+        problems += [f"accelerate launch asks for FSDP ({variable}), but prefkit judge train runs data-parallel "
+                     "only (its judge and checkpoints are saved unsharded): launch with --multi_gpu "
+                     "(configs/accelerate/ddp.yaml)" for variable, name in sharded_launch() if name == "FSDP"]
+        return problems + sharding_problems()  # the same engine as prefkit train's
 
     def head(self, style: str | None = None) -> HeadSettings:
         """The head's settings; `style` is the training data's (standard | conversational), saved with the judge."""

@@ -170,3 +170,10 @@ def add_lora(model, options: dict[str, Any], quantized: bool = False, task_type:
     if quantized:
         model = prepare_model_for_kbit_training(model)
     return get_peft_model(model, config)
+
+
+def sharded(model: torch.nn.Module) -> bool:
+    """Whether FSDP2 shards `model`'s weights (torch's fully_shard, what accelerate's FSDP2 applies on GPUs)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return any(isinstance(m, FSDPModule) for m in model.modules())

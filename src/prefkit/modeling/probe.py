@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prefkit.modeling.load import sharded
 from prefkit.modeling.packing import ATTENTION, pack, packed_inputs, supports_packing
 
 Tensor = torch.Tensor
@@ -52,8 +53,13 @@ class Plan:
 
 
 def plan(model) -> Plan:
-    """The cached `Plan` of `model`, probing it first if it is new or its attention or dtype changed."""
+    """The cached `Plan` of `model`, probing it first if it is new or its attention or dtype changed. A model that
+    FSDP2 shards is probed before it is sharded (prefkit.train.engine.PolicyLogps) and never again: the probe's
+    backward pass inside FSDP's forward would reshard the weights, and FSDP's mixed precision casts them to the
+    compute dtype for each forward, which changes the key but not the architecture the plan describes."""
     cached = _plans.get(model)
+    if cached is not None and cached[0] != _key(model) and sharded(model):
+        return cached[1]
     if cached is None or cached[0] != _key(model):
         with _inference(model):
             found = _probe(model)

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from prefkit.train.engine import agree, gather_objects
+from prefkit.train.validation import sharded_launch
 
 
 def is_main() -> bool:
@@ -34,10 +35,6 @@ def processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-# what accelerate launch sets in the processes' environment when its config asks for a sharded engine
-SHARDED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
-
-
 def launch_problems(generator: str) -> list[str]:
     """What this launch cannot run, found at config validation: a vLLM generator on several processes (each would
     start an engine of its own), and FSDP / DeepSpeed, which shard the policy that every process here samples,
@@ -47,11 +44,10 @@ def launch_problems(generator: str) -> list[str]:
     if generator == "vllm" and processes() > 1:
         problems.append(f"generator: vllm samples on one process; this run has {processes()} (accelerate launch): "
                         "use generator: hf, which shards the sampling over the processes")
-    for variable, name in SHARDED.items():
-        if os.environ.get(variable, "").lower() in ("1", "true", "yes"):
-            problems.append(f"accelerate launch asks for {name} ({variable}), but prefkit selfplay runs data-parallel "
-                            "only: each process samples and scores with the whole policy, which "
-                            f"{name} shards. Launch with --multi_gpu (configs/accelerate/ddp.yaml) instead")
+    for variable, name in sharded_launch():
+        problems.append(f"accelerate launch asks for {name} ({variable}), but prefkit selfplay runs data-parallel "
+                        "only: each process samples and scores with the whole policy, which "
+                        f"{name} shards. Launch with --multi_gpu (configs/accelerate/ddp.yaml) instead")
     return problems
 
 

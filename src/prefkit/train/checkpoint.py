@@ -7,6 +7,13 @@ process's RNG states, the trainer's position in the data and its running batch s
 modules the loop registers (TR-DPO's moving reference). The frozen weights come from the model named in the
 config, whose identity the run's fingerprint checks (`prefkit.train.rundir`). The last K checkpoints are kept;
 a checkpoint is never written from non-finite weights, so rotation can only drop older good ones.
+
+Under FSDP2 (accelerate's `fsdp_version: 2`, torch's `fully_shard`) each process holds a shard of every weight
+and of its AdamW moments: they are gathered into full tensors (torch.distributed.checkpoint's state-dict API,
+which every process calls) and written by the main process as above, so a checkpoint or final model from a
+sharded run is the same full, unsharded set of files as one from one process; loading hands each process its
+shard back. Full state rather than accelerate's sharded files: one format for every launch, readable without a
+process group, at the cost of gathering the weights on the main process's CPU at each save.
 """
 
 from __future__ import annotations
@@ -22,8 +29,16 @@ from safetensors.torch import load_file, save_file
 
 from prefkit.errors import PrefkitError, RunStopped
 from prefkit.io import atomic_write, load_state, read_json, save_state, write_json
+from prefkit.modeling.load import sharded
 
 PREFIX = "step-"
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # whole tensors, moved to the CPU as they are gathered, kept on the main process only
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 @dataclass
@@ -42,6 +57,56 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p for name, p in module.named_parameters() if p.requires_grad}
+
+
+def full_weights(module: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The full weights (`state_dict()`'s names) of a module FSDP2 shards, on the CPU of the main process (empty
+    on the others); None when it is not sharded. Every process must call it: the shards are gathered."""
+    if not sharded(module):
+        return None
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    return get_model_state_dict(module, options=_full_options())
+
+
+def _saved_weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What a checkpoint holds of `module`: its trainable weights, full (every process calls this)."""
+    trainable, full = trainable_state(module), full_weights(module)
+    if full is None:
+        return {k: v.detach().cpu().contiguous() for k, v in trainable.items()}
+    return {k: v.contiguous() for k, v in full.items() if k in trainable}
+
+
+def _optimizer_state(module: torch.nn.Module, optimizer) -> dict:
+    """The optimizer's state; under FSDP2 its moments gathered full and keyed by weight name (collective)."""
+    if not sharded(module):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    return get_optimizer_state_dict(module, getattr(optimizer, "optimizer", optimizer), options=_full_options())
+
+
+def _load_weights(module: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy full `weights` (a subset of the module's) into it; under FSDP2 each process keeps its shard."""
+    if sharded(module):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        set_model_state_dict(module, weights, options=StateDictOptions(full_state_dict=True, strict=False))
+        return
+    with torch.no_grad():
+        for name, parameter in module.named_parameters():
+            if name in weights:
+                parameter.copy_(weights[name])
+
+
+def _load_optimizer(module: torch.nn.Module, optimizer, state: dict) -> None:
+    if not sharded(module):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(module, getattr(optimizer, "optimizer", optimizer), state,
+                             options=StateDictOptions(full_state_dict=True))
 
 
 def policy_weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -81,13 +146,13 @@ def save(accelerator, output_dir: Path, state: TrainerState, keep: int, policy, 
     main = accelerator.is_main_process
     if main and tmp.exists():
         shutil.rmtree(tmp)  # debris of an interrupted save
+    weights, optimizer_state = _saved_weights(model), _optimizer_state(model, optimizer)  # gathered when sharded
     accelerator.wait_for_everyone()
     try:
         if main:
             tmp.mkdir(parents=True)
-            atomic_write(tmp / "model.safetensors", lambda file: save_file(
-                {k: v.detach().cpu().contiguous() for k, v in trainable_state(model).items()}, str(file)))
-            save_state(tmp, "optimizer", optimizer.state_dict())
+            atomic_write(tmp / "model.safetensors", lambda file: save_file(weights, str(file)))
+            save_state(tmp, "optimizer", optimizer_state)
             save_state(tmp, "scheduler", scheduler.state_dict())
             for name, module in (extra or {}).items():
                 save_state(tmp, name, module.state_dict())
@@ -113,20 +178,19 @@ def save(accelerator, output_dir: Path, state: TrainerState, keep: int, policy, 
 def load(accelerator, path: Path, policy, optimizer, scheduler,
          extra: dict[str, torch.nn.Module] | None = None) -> TrainerState:
     """Restore what `save` wrote; every file is safetensors or JSON, so nothing in it can run code."""
+    # safetensors takes "cpu" but not the "cpu:0" of accelerate's multi-process CPU runs
+    device = "cpu" if accelerator.device.type == "cpu" else str(accelerator.device)
     try:
         model = accelerator.unwrap_model(policy)
-        weights = load_file(str(path / "model.safetensors"), device=str(accelerator.device))
+        weights = load_file(str(path / "model.safetensors"), device=device)
         missing = set(trainable_state(model)) - set(weights)
         if missing:
             raise PrefkitError(f"{path}: checkpoint lacks weights for {sorted(missing)[0]} (not this model's)")
-        with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                if name in weights:
-                    parameter.copy_(weights[name])
-        optimizer.load_state_dict(load_state(path, "optimizer", device=accelerator.device))
+        _load_weights(model, weights)
+        _load_optimizer(model, optimizer, load_state(path, "optimizer", device=device))
         scheduler.load_state_dict(load_state(path, "scheduler"))
         for name, module in (extra or {}).items():
-            module.load_state_dict(load_state(path, name, device=accelerator.device))
+            module.load_state_dict(load_state(path, name, device=device))
         _set_rng_state(load_state(path, f"rng-{accelerator.process_index}"))
         return TrainerState(**read_json(path / "trainer_state.json"))
     except PrefkitError:

@@ -22,7 +22,8 @@ import yaml
 from prefkit.data.examples import LIST_PAIRS
 from prefkit.errors import PrefkitError
 from prefkit.train.base_config import DatasetConfig, PolicyConfig
-from prefkit.train.validation import above, at_least, checked, raise_problems, within
+from prefkit.train.validation import (above, at_least, checked, fsdp_problems, raise_problems,
+                                      sharding_problems, within)
 from prefkit.train.vocabulary import translate
 
 REFERENCE_MODES = ("auto", "precomputed", "copy", "adapter", "none")
@@ -75,6 +76,7 @@ class TrainConfig(PolicyConfig, DatasetConfig):
             problems += mixture_problems(self.data)
         if "chat_template" not in bad and self.chat_template is not None:
             problems += chat_template_problems(self.chat_template)
+        problems += sharding_problems() + fsdp_problems(self)
         if self.ref_sync_steps is not None and self.reference not in ("copy", "auto"):
             problems.append("'ref_sync_steps' (TR-DPO) needs reference: copy")
         if not bad & {"loss", "loss_params", "loss_weights"}:

@@ -23,6 +23,7 @@ from torch import nn
 Tensor = torch.Tensor
 
 from prefkit.modeling.logprobs import TokenSums, batch_logps
+from prefkit.modeling.probe import plan
 from prefkit.train import checkpoint
 from prefkit.train.guard import NonFiniteGuard
 
@@ -35,10 +36,20 @@ class PolicyLogps(nn.Module):
     def __init__(self, model, chunk_size: int, packing: bool, token_metrics: bool = True):
         super().__init__()
         self.model, self.chunk_size, self.packing, self.token_metrics = model, chunk_size, packing, token_metrics
+        # the log-prob engine's probe of the model (prefkit.modeling.probe) runs a backward pass: run it now, before
+        # accelerate prepares this module, since inside FSDP2's sharded forward that backward reshards the weights
+        plan(model)
 
     def forward(self, batch):
         out = batch_logps(self.model, batch, self.chunk_size, self.packing, statistics=self.token_metrics)
         return out.logps, out.lengths, out.tokens
+
+    @property
+    def _no_split_modules(self):
+        """The model's block classes (a transformers model's own list): accelerate's FSDP TRANSFORMER_BASED_WRAP
+        reads them from the module it prepares, this wrapper, and without them would shard the whole model as one
+        unit, gathered whole for every forward."""
+        return getattr(self.model, "_no_split_modules", None)
 
 
 def token_metrics(tokens: TokenSums | None, lengths: Tensor, labels: Tensor | None, *,

@@ -17,25 +17,27 @@ from prefkit.io import save_model
 from prefkit.losses import get
 
 
-def save_final(model, tokenizer, final: Path, config, data, metrics: dict) -> None:
+def save_final(model, tokenizer, final: Path, config, data, metrics: dict, weights: dict | None = None) -> None:
     """`final/` (the model, or the adapter with a LoRA run) and, with `merge_lora`, `merged/` beside it. `data` is
-    the PreparedData of an offline run, None for self-play; `config` a TrainConfig or SelfPlayConfig."""
+    the PreparedData of an offline run, None for self-play; `config` a TrainConfig or SelfPlayConfig. `weights`:
+    the model's full state dict where FSDP shards it (prefkit.train.checkpoint.full_weights)."""
     adapter = hasattr(model, "peft_config")  # a peft model: save_pretrained writes the adapter
     if adapter:  # the base as the user named it (a hub id stays a hub id), not the path it was loaded from
         for options in model.peft_config.values():
             options.base_model_name_or_path = config.model
-    _write(final, model, tokenizer, model_card(config, data, metrics, adapter=adapter), config)
+    card = model_card(config, data, metrics, adapter=adapter)
+    _write(final, model, tokenizer, card, config, **({} if weights is None else {"state_dict": weights}))
     if adapter and getattr(config, "merge_lora", False):
         merged = model.merge_and_unload()  # training is over: the adapter's weights go into the base layers
         _write(final.with_name("merged"), merged, tokenizer, model_card(config, data, metrics, adapter=False), config)
 
 
-def _write(directory: Path, model, tokenizer, card, config) -> None:
+def _write(directory: Path, model, tokenizer, card, config, **options) -> None:
     def extra(folder: Path) -> None:
         card.save(folder / "README.md")
         (folder / "prefkit_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
 
-    save_model(model, tokenizer, directory, extra=extra)
+    save_model(model, tokenizer, directory, extra=extra, **options)
 
 
 def hub_id(name) -> str | None:

@@ -239,8 +239,10 @@ def _save_final(run: Run) -> Path:
         raise RunStopped(f"the weights are not finite after step {run.state.step}; final model not written "
                          f"(last checkpoint: {run.checkpoints.last()})")
     final = run.output_dir / "final"
+    weights = checkpoint.full_weights(trained)  # under FSDP2, gathered from every process's shards; else None
     if run.accelerator.is_main_process:
-        save_final(trained, run.tokenizer, final, run.config, run.train, metrics=_last_metrics(run.output_dir))
+        save_final(trained, run.tokenizer, final, run.config, run.train, metrics=_last_metrics(run.output_dir),
+                   weights=weights)
         write_run_report(run.output_dir, "train", run.config)
     run.accelerator.wait_for_everyone()
     return final

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import reprlib
 import types
 import typing
@@ -200,3 +201,47 @@ def hub_problems(config) -> list[str]:
     if get_token() is None:
         return ["'push_to_hub' needs a Hugging Face token: set HF_TOKEN or run `hf auth login`"]
     return []
+
+
+# what `accelerate launch` sets in each process's environment when its config asks for a sharded engine
+SHARDED = {"ACCELERATE_USE_FSDP": "FSDP", "ACCELERATE_USE_DEEPSPEED": "DeepSpeed"}
+
+
+def sharded_launch() -> list[tuple[str, str]]:
+    """(environment variable, engine) of each sharded engine this process's launch asks for."""
+    return [(variable, name) for variable, name in SHARDED.items()
+            if os.environ.get(variable, "").lower() in ("1", "true", "yes")]
+
+
+def sharding_problems() -> list[str]:
+    """A sharded engine asked for on a machine without a CUDA GPU, where prefkit's accelerator runs on the CPU
+    (prefkit.train.engine.make_accelerator: cpu=True). accelerate 1.15 shards on GPUs and other accelerators
+    only: with cpu=True its state (accelerate/state.py, AcceleratorState) keeps plain data parallelism over
+    gloo without a word, and the FSDP1 plugin with sync_module_states fails looking for a device. Refused here,
+    before anything loads, rather than run unsharded."""
+    import torch
+
+    if torch.cuda.is_available():
+        return []
+    return [f"accelerate launch asks for {name} ({variable}), which accelerate runs on GPUs only: on this "
+            "machine (no CUDA GPU) the processes would run unsharded, data-parallel on the CPU. Launch with "
+            "--multi_gpu (configs/accelerate/ddp.yaml) for data parallelism on the CPU"
+            for variable, name in sharded_launch()]
+
+
+def fsdp_problems(config) -> list[str]:
+    """What a run of `config` (prefkit train's) cannot do under accelerate's FSDP: FSDP1, whose shards prefkit does
+    not gather (checkpoints and the final model are gathered from FSDP2's, prefkit.train.checkpoint), and
+    `merge_lora`, which merges the adapter into a base model that no process holds whole."""
+    if ("ACCELERATE_USE_FSDP", "FSDP") not in sharded_launch():
+        return []
+    problems = []
+    version = os.environ.get("FSDP_VERSION", "1")  # accelerate's default is FSDP1
+    if version != "2":
+        problems.append(f"accelerate launch asks for FSDP version {version} (FSDP_VERSION); prefkit gathers "
+                        "checkpoints and the final model from FSDP2's shards only: set fsdp_version: 2 in the "
+                        "accelerate config (configs/accelerate/fsdp.yaml)")
+    if getattr(config, "merge_lora", False):
+        problems.append("'merge_lora' under FSDP: no process holds the whole base model to merge into; train "
+                        "without it and merge the saved adapter afterwards (peft's merge_and_unload)")
+    return problems
