@@ -14,6 +14,7 @@ call `linear` and `mm` for their own products.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from types import MethodType
 
@@ -24,6 +25,9 @@ from torch import nn
 Tensor = torch.Tensor
 CPU_MATMUL = ("auto", "torch", "onednn")  # auto: oneDNN where MKL is known to lag it (`mkl_lags_onednn`)
 _onednn = False  # the process-wide choice, as torch.backends flags are
+# oneDNN keeps up to 1,024 compiled products by default, one per shape; packed batches change shape every step, so
+# a long cache only holds memory (+125 MB of peak RSS in bench/RESULTS.md's 10-step run); 16 keeps a step's own
+PRIMITIVE_CACHE = 16
 
 
 def set_cpu_matmul(choice: str) -> str:
@@ -32,6 +36,8 @@ def set_cpu_matmul(choice: str) -> str:
     global _onednn
     _onednn = choice == "onednn" or (choice == "auto" and mkl_lags_onednn())
     _onednn = _onednn and torch.backends.mkldnn.is_available()
+    if _onednn:  # read once, at oneDNN's first product: before it, or the user's own setting, stands
+        os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(PRIMITIVE_CACHE))
     return "onednn" if _onednn else "torch"
 
 
