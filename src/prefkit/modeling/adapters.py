@@ -17,6 +17,8 @@ from typing import Iterator
 
 import torch
 
+from prefkit.modeling.matmul import route_linears
+
 TRAINED = "default"  # peft's name for the adapter get_peft_model creates: the one being trained
 
 
@@ -50,6 +52,7 @@ def copy_adapter(model, source: str, target: str) -> None:
         with torch.random.fork_rng(devices=[]):  # the new adapter's random init is overwritten: leave the RNG alone
             model.add_adapter(target, copy.deepcopy(model.peft_config[source]))
         model.set_adapter(TRAINED)  # peft leaves the active adapter alone; this also freezes every other one
+        route_linears(model)  # the new slot's projections compute as the source's do (prefkit.modeling.matmul)
     weights = get_peft_model_state_dict(model, adapter_name=source)
     result = set_peft_model_state_dict(model, weights, adapter_name=target)
     if getattr(result, "unexpected_keys", None):
@@ -62,9 +65,11 @@ def load_saved_adapter(model, path: str, adapter: str = TRAINED, trainable: bool
     from peft import PeftModel
 
     if not is_adapter(model):
-        return PeftModel.from_pretrained(model, path, adapter_name=adapter, is_trainable=trainable)
-    model.load_adapter(path, adapter_name=adapter, is_trainable=trainable)
-    model.set_adapter(TRAINED)
+        model = PeftModel.from_pretrained(model, path, adapter_name=adapter, is_trainable=trainable)
+    else:
+        model.load_adapter(path, adapter_name=adapter, is_trainable=trainable)
+        model.set_adapter(TRAINED)
+    route_linears(model)  # its projections compute as a fresh adapter's do (prefkit.modeling.matmul)
     return model
 
 
