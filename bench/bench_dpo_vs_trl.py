@@ -11,6 +11,8 @@ preparation, reference precompute and the training steps) and peak RSS, with the
 
     python bench/bench_dpo_vs_trl.py --sizes tiny,small --repeats 3 --steps 25 --rows 200
     python bench/bench_dpo_vs_trl.py --sizes v128k --steps 10 --rows 80 --repeats 1 --peers prefkit,trl,prefkit-bf16
+    # prefkit-mkl: prefkit with cpu_matmul: torch (MKL's float32 products, as TRL's; docs/training.md)
+    python bench/bench_dpo_vs_trl.py --sizes small,v128k --steps 10 --rows 80 --repeats 1 --peers prefkit,trl,prefkit-mkl
     # on one GPU (not yet run there), with the memory account and long completions: bench/gpu.sh
     python bench/bench_dpo_vs_trl.py --sizes small,v128k,v256k --steps 10 --rows 80 --repeats 1 \
         --peers prefkit,trl,trl-liger
