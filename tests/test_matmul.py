@@ -13,11 +13,24 @@ from prefkit.modeling import matmul
 
 
 @pytest.fixture
-def onednn():
+def onednn(monkeypatch):
+    """oneDNN chosen, for products of every size (the tensors here are small)."""
     before = matmul._onednn
+    monkeypatch.setattr(matmul, "SMALLEST", 0)
     assert matmul.set_cpu_matmul("onednn") == "onednn"
     yield
     matmul._onednn = before
+
+
+def test_small_products_stay_on_torchs_library():
+    before = matmul._onednn
+    try:
+        matmul.set_cpu_matmul("onednn")
+        x, weight = torch.randn(100, 64, dtype=torch.float32), torch.randn(64, 64, dtype=torch.float32)
+        assert 100 * 64 * 64 < matmul.SMALLEST and not matmul._routed(x, weight)
+        assert matmul._routed(torch.randn(2048, 512, dtype=torch.float32), torch.randn(512, 512, dtype=torch.float32))
+    finally:
+        matmul._onednn = before
 
 
 # float32 rounding: the two libraries sum the same k products in another order (k <= 64 here)

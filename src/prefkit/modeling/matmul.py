@@ -3,10 +3,11 @@
 torch sends a float32 `linear` or `mm` on the CPU to MKL. On AMD processors with AVX-512 (Zen 4, Zen 5) MKL runs
 its AVX2 code, while oneDNN, which torch ships too and which picks its kernels by the processor's features alone,
 runs the same products about twice as fast (bench/RESULTS.md, "Float32 products: MKL against oneDNN"). `linear`
-and `mm` here are torch's, except that on a CPU, in float32 and outside autocast, once `set_cpu_matmul` has chosen
-oneDNN, they call it through torch's own operator (`torch.ops.mkldnn._linear_pointwise`, the one torch.compile's
-CPU backend emits). The values are the same up to float32 rounding (both accumulate in float32, in another
-order). Other dtypes and devices are never touched, so float64 and bf16 runs compute exactly as before.
+and `mm` here are torch's, except that on a CPU, in float32, outside autocast and for products of at least
+`SMALLEST` multiply-adds, once `set_cpu_matmul` has chosen oneDNN, they call it through torch's own operator
+(`torch.ops.mkldnn._linear_pointwise`, the one torch.compile's CPU backend emits). The values are the same up to
+float32 rounding (both accumulate in float32, in another order). Other dtypes and devices are never touched, so
+float64 and bf16 runs compute exactly as before.
 
 `route_linears(model)` gives a model's plain `nn.Linear` layers the same choice; prefkit's fused modules and head
 call `linear` and `mm` for their own products.
@@ -28,6 +29,9 @@ _onednn = False  # the process-wide choice, as torch.backends flags are
 # oneDNN keeps up to 1,024 compiled products by default, one per shape; packed batches change shape every step, so
 # a long cache only holds memory (+125 MB of peak RSS in bench/RESULTS.md's 10-step run); 16 keeps a step's own
 PRIMITIVE_CACHE = 16
+# multiply-adds below which a product stays on torch's library: oneDNN compiles a kernel per shape, which a tiny
+# product does not pay back (tests of 64-wide models ran 13% slower routed, in one run)
+SMALLEST = 2 ** 23
 
 
 def set_cpu_matmul(choice: str) -> str:
@@ -59,7 +63,8 @@ def cpu_vendor() -> str:
 
 def _routed(x: Tensor, weight: Tensor) -> bool:
     return (_onednn and x.dtype == torch.float32 and weight.dtype == torch.float32 and x.device.type == "cpu"
-            and not torch.is_autocast_enabled("cpu"))
+            and not torch.is_autocast_enabled("cpu")
+            and x.numel() // max(1, x.shape[-1]) * weight.numel() >= SMALLEST)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
