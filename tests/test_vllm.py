@@ -122,16 +122,22 @@ def test_sampled_canonical_answers_follow_the_models_exact_distribution(pretrain
     assert chi2.sf(statistic, dof) < 1e-6, (statistic, dof)
 
 
-def test_a_lora_policy_is_pushed_as_merged_weights(pretrained, engine):
+def moved_lora_policy(path):
+    """The model at `path` with a LoRA adapter whose weights move it (a fresh adapter adds nothing: B = 0)."""
     from prefkit.modeling.load import load_model
 
-    task, model, tokenizer, path = pretrained
     policy = load_model(path, lora={"r": 4, "alpha": 8}, fuse=False).eval()
     generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # a fresh adapter adds nothing (B = 0): give it weights that move the model
+    with torch.no_grad():
         for name, parameter in policy.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.3, generator=generator)
+    return policy
+
+
+def test_a_lora_policy_is_pushed_as_merged_weights(pretrained, engine):
+    task, model, tokenizer, path = pretrained
+    policy = moved_lora_policy(path)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     prompts = task.prompts(split="eval")[:8]
     groups, logps = engine.sample(policy, "lora-policy", tokenizer, prompts, 4, seed=4, max_new_tokens=8,
@@ -229,16 +235,10 @@ def test_a_server_samples_and_reloads_the_saved_policy(pretrained, server, tmp_p
 
 @pytest.mark.slow
 def test_a_server_reloads_a_lora_policy_as_merged_weights(pretrained, server, tmp_path):
-    from prefkit.modeling.load import load_model
     from prefkit.modeling.vllm_generator import ServerEngine
 
     task, model, tokenizer, path = pretrained
-    policy = load_model(path, lora={"r": 4, "alpha": 8}, fuse=False).eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # a fresh adapter adds nothing (B = 0): give it weights that move the model
-        for name, parameter in policy.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.3, generator=generator)
+    policy = moved_lora_policy(path)
     saved = tmp_path / "iter-0001" / "policy"
     policy.save_pretrained(saved)  # what a LoRA run saves: the adapter alone
     prompts = task.prompts(split="eval")[:4]

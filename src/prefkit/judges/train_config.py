@@ -32,9 +32,10 @@ class JudgeTrainConfig(DatasetConfig):
         if "embedding_dim" not in bad and self.embedding_dim % 2:
             problems.append(f"'embedding_dim' must be even (2k: the skew-symmetric form pairs the dimensions); "
                             f"got {self.embedding_dim}")
-        problems += [f"accelerate launch asks for FSDP ({variable}), but prefkit judge train runs data-parallel "
-                     "only (its judge and checkpoints are saved unsharded): launch with --multi_gpu "
-                     "(configs/accelerate/ddp.yaml)" for variable, name in sharded_launch() if name == "FSDP"]
+        if ("ACCELERATE_USE_FSDP", "FSDP") in sharded_launch():
+            problems.append("accelerate launch asks for FSDP (ACCELERATE_USE_FSDP), but prefkit judge train runs "
+                            "data-parallel only (its judge and checkpoints are saved unsharded): launch with "
+                            "--multi_gpu (configs/accelerate/ddp.yaml)")
         return problems + sharding_problems()  # the same engine as prefkit train's
 
     def head(self, style: str | None = None) -> HeadSettings:
