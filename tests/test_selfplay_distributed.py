@@ -1,6 +1,7 @@
-"""Self-play on several processes: sampling in seeded blocks does not depend on how many processes share them, a
-vLLM generator is refused under a multi-process launch, and `accelerate launch --num_processes 2` (gloo on CPU)
-gives the result of one process with the same global settings, and resumes exactly."""
+"""Self-play on several processes: sampling in seeded blocks does not depend on how many processes share them,
+the processes of one tensor-parallel vLLM engine share their prompts, what a launch cannot run is refused, and
+`accelerate launch --num_processes 2` (gloo on CPU) gives the result of one process with the same global
+settings, and resumes exactly."""
 
 import json
 import os
@@ -63,9 +64,26 @@ def test_two_processes_draw_exactly_the_samples_of_one(model, tokenizer, task, m
     assert [[s.ids for s in g] for g in whole] != [[s.ids for s in g] for g in alone]  # other blocks, other seeds
 
 
+def test_processes_in_groups_compute_their_groups_share_and_every_process_gets_all(monkeypatch):
+    """4 processes in tensor-parallel groups of 2: ranks 0 and 1 compute items 0, 2, 4, ranks 2 and 3 items 1, 3;
+    the gathered result (the same part twice from each group) is every item once, in order."""
+    items, computed, parts = list("abcde"), {}, {}
+
+    def compute(rank):
+        def upper(mine):
+            computed[rank] = "".join(mine)
+            return [x.upper() for x in mine]
+        return upper
+
+    for rank in range(4):  # each rank's part recorded; rank 3 gathers all four, as all_gather_object would
+        monkeypatch.setattr(distributed, "gather_objects",
+                            lambda accelerator, part, rank=rank: parts.__setitem__(rank, part) or list(parts.values()))
+        merged = distributed.map_shards(process(rank, 4), items, compute(rank), group=2)
+    assert computed == {0: "ace", 1: "ace", 2: "bd", 3: "bd"}
+    assert merged == list("ABCDE")
+
+
 @pytest.mark.parametrize("environment, overrides, message", [
-    ({"WORLD_SIZE": "2"}, ["generator=vllm", 'vllm={"server": "http://127.0.0.1:8000"}'],
-     "generator: vllm samples on one process; this run has 2"),
     ({"WORLD_SIZE": "2", "ACCELERATE_USE_FSDP": "true"}, [], "asks for FSDP .ACCELERATE_USE_FSDP.*data-parallel"),
     ({"ACCELERATE_USE_DEEPSPEED": "true"}, [], "asks for DeepSpeed"),
 ])
@@ -79,6 +97,15 @@ def test_what_a_launch_cannot_run_is_refused_at_validation(monkeypatch, tmp_path
     for key in environment:
         monkeypatch.delenv(key)
     load_config(None, {"model": "m", "output_dir": str(tmp_path)}, overrides, kind=SelfPlayConfig)  # one process
+
+
+def test_vllm_engines_on_several_processes_need_whole_tensor_parallel_groups(monkeypatch):
+    for processes, tensor_parallel, refused in [(2, 1, False), (2, 2, False), (4, 2, False), (2, 3, True)]:
+        monkeypatch.setenv("WORLD_SIZE", str(processes))
+        found = distributed.launch_problems("vllm", {"tensor_parallel_size": tensor_parallel})
+        assert bool(found) == refused and all("does not divide the 2 processes" in p for p in found)
+    assert not distributed.launch_problems("vllm", {"tensor_parallel_size": 3, "server": "http://127.0.0.1:8000"})
+    assert not distributed.launch_problems("hf", {"tensor_parallel_size": 3})
 
 
 def test_the_example_accelerate_configs_are_accelerates_own():

@@ -14,7 +14,7 @@ pytest.importorskip("vllm")
 pytestmark = pytest.mark.vllm
 
 from prefkit.modeling.generation import encode_prompt  # noqa: E402
-from prefkit.modeling.vllm_generator import LocalEngine, VllmOptions  # noqa: E402
+from prefkit.modeling.vllm_generator import LocalEngine, VllmOptions, request_seeds  # noqa: E402
 from prefkit.tasks import SyntheticTask, canonical_distributions, reference_model  # noqa: E402
 
 OPTIONS = dict(max_model_len=64, kv_cache_memory_bytes=64 << 20)  # the task model's 64 positions; a small cache
@@ -56,6 +56,12 @@ def teacher_forced(model, prompt_ids: list[int], ids: list[int]) -> torch.Tensor
     return logits.log_softmax(-1).gather(-1, torch.tensor(ids)[:, None])[:, 0]
 
 
+def sample(engine, policy, saved, tokenizer, prompts, n, *, seed, **options):
+    """n samples per prompt from `policy`, saved in `saved`, as one self-play process draws them."""
+    engine.hold(policy, saved)
+    return engine.sample(tokenizer, prompts, n, seeds=request_seeds(seed, len(prompts)), **options)
+
+
 def largest_gap(model, tokenizer, prompts, groups, logps) -> float:
     gaps = [(teacher_forced(model, encode_prompt(tokenizer, p), s.ids) - torch.tensor(lp, dtype=torch.float64))
             .abs().max().item() for p, g, l in zip(prompts, groups, logps) for s, lp in zip(g, l) if s.ids]
@@ -66,7 +72,7 @@ def largest_gap(model, tokenizer, prompts, groups, logps) -> float:
 def test_vllm_log_probs_of_its_samples_equal_transformers(pretrained, engine):
     task, model, tokenizer, path = pretrained
     prompts = task.prompts(split="eval")[:8]
-    groups, logps = engine.sample(model, path, tokenizer, prompts, 4, seed=1, max_new_tokens=8, logprobs=True)
+    groups, logps = sample(engine, model, path, tokenizer, prompts, 4, seed=1, max_new_tokens=8, logprobs=True)
     assert all(len(g) == 4 for g in groups)
     assert largest_gap(model, tokenizer, prompts, groups, logps) < TOLERANCE
 
@@ -79,8 +85,8 @@ def test_after_a_training_step_and_a_push_the_log_probs_are_equal_again(pretrain
     trained.load_state_dict(model.state_dict())
     pretrain(trained, tokenizer, task.sft_rows(256, seed=5), steps=1, batch_size=64, lr=3e-2, seed=5)
     prompts = task.prompts(split="eval")[:8]
-    groups, logps = engine.sample(trained, "after-one-step", tokenizer, prompts, 4, seed=2, max_new_tokens=8,
-                                  logprobs=True)
+    groups, logps = sample(engine, trained, "after-one-step", tokenizer, prompts, 4, seed=2, max_new_tokens=8,
+                           logprobs=True)
     assert largest_gap(trained, tokenizer, prompts, groups, logps) < TOLERANCE
     # the step moved the model by far more than the tolerance: the engine really holds the new weights
     assert largest_gap(model, tokenizer, prompts, groups, logps) > 100 * TOLERANCE
@@ -113,11 +119,11 @@ def test_sampled_canonical_answers_follow_the_models_exact_distribution(pretrain
     task, model, tokenizer, path = pretrained
     prompts = task.prompts("cyclic", split="eval")[:3] + task.prompts("transitive", split="eval")[:3]
     exact = canonical_distributions(model, tokenizer, task, prompts)
-    groups = engine.sample(model, path, tokenizer, prompts, 400, seed=3, max_new_tokens=6)
+    groups = sample(engine, model, path, tokenizer, prompts, 400, seed=3, max_new_tokens=6)
     statistic, dof = chi_square(groups, exact, tokenizer, task, prompts)
     assert chi2.sf(statistic, dof) > 1e-3, (statistic, dof)
     # the same test rejects samples from another distribution (temperature 1.5 flattens it)
-    hotter = engine.sample(model, path, tokenizer, prompts, 400, seed=3, max_new_tokens=6, temperature=1.5)
+    hotter = sample(engine, model, path, tokenizer, prompts, 400, seed=3, max_new_tokens=6, temperature=1.5)
     statistic, dof = chi_square(hotter, exact, tokenizer, task, prompts)
     assert chi2.sf(statistic, dof) < 1e-6, (statistic, dof)
 
@@ -140,8 +146,8 @@ def test_a_lora_policy_is_pushed_as_merged_weights(pretrained, engine):
     policy = moved_lora_policy(path)
     before = {k: v.clone() for k, v in policy.state_dict().items()}
     prompts = task.prompts(split="eval")[:8]
-    groups, logps = engine.sample(policy, "lora-policy", tokenizer, prompts, 4, seed=4, max_new_tokens=8,
-                                  logprobs=True)
+    groups, logps = sample(engine, policy, "lora-policy", tokenizer, prompts, 4, seed=4, max_new_tokens=8,
+                           logprobs=True)
     assert largest_gap(policy, tokenizer, prompts, groups, logps) < TOLERANCE
     assert largest_gap(model, tokenizer, prompts, groups, logps) > 100 * TOLERANCE  # the adapter was in the push
     assert all(torch.equal(v, before[k]) for k, v in policy.state_dict().items())  # merged out of place
@@ -171,14 +177,41 @@ def test_a_self_play_run_with_vllm_completes_and_resumes_to_the_same_result(pret
     assert all(torch.equal(once[k], twice[k]) for k in once)
 
 
-def test_the_example_vllm_config_validates():
+@pytest.mark.slow
+def test_two_processes_with_an_engine_each_sample_what_one_process_samples_and_resume_exactly(pretrained, tmp_path):
+    """`accelerate launch --num_processes 2` with generator: vllm: each process starts an engine of its own
+    (vLLM's external launcher) and samples every other prompt, each prompt with its own seed; the samples equal a
+    one-process run's (the same seeds and the same weights, to the rounding of DDP's gradient all-reduce in the
+    second iteration). So do two processes that run one engine together (`tensor_parallel_size: 2`). Resumed after
+    one iteration, the 2-process run ends bit for bit where it ends uninterrupted."""
+    from test_selfplay_distributed import launch, weights
+
+    vllm = ["generator=vllm", "vllm=" + json.dumps(OPTIONS)]
+    one, two, parallel, resumed = (tmp_path / name for name in ("one", "two", "parallel", "resumed"))
+    launch(pretrained[3], one, 1, "iterations=2", *vllm)
+    launch(pretrained[3], two, 2, "iterations=2", *vllm)
+    launch(pretrained[3], parallel, 2, "iterations=2", "generator=vllm",
+           "vllm=" + json.dumps({**OPTIONS, "tensor_parallel_size": 2}))
+    for t in (1, 2):
+        a, b, c = ((run / f"iter-{t:04d}" / "samples.json").read_text() for run in (one, two, parallel))
+        assert a == b == c, t
+    a, b = weights(one), weights(two)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    launch(pretrained[3], resumed, 2, "iterations=1", *vllm)
+    launch(pretrained[3], resumed, 2, "iterations=2", "--resume", *vllm)
+    c = weights(resumed)
+    assert all(torch.equal(b[k], c[k]) for k in b)
+
+
+@pytest.mark.parametrize("name", ["mpo-vllm.yaml", "mpo-gpu.yaml"])
+def test_the_example_vllm_configs_validate(name):
     from pathlib import Path
 
     from prefkit.train.config import load_config
     from prefkit.selfplay.config import SelfPlayConfig
 
-    config = load_config(str(Path(__file__).parents[1] / "configs" / "mpo-vllm.yaml"), kind=SelfPlayConfig)
-    assert config.generator == "vllm" and config.vllm["max_model_len"] == 64
+    config = load_config(str(Path(__file__).parents[1] / "configs" / name), kind=SelfPlayConfig)
+    assert config.generator == "vllm" and config.vllm["max_model_len"] in (64, 2048)
 
 
 @pytest.fixture
@@ -222,15 +255,30 @@ def test_a_server_samples_and_reloads_the_saved_policy(pretrained, server, tmp_p
     task, model, tokenizer, path = pretrained
     engine = ServerEngine(path, VllmOptions(server=server))
     prompts = task.prompts(split="eval")[:4]
-    groups, logps = engine.sample(model, path, tokenizer, prompts, 3, seed=1, max_new_tokens=6, logprobs=True)
+    groups, logps = sample(engine, model, path, tokenizer, prompts, 3, seed=1, max_new_tokens=6, logprobs=True)
     assert largest_gap(model, tokenizer, prompts, groups, logps) < TOLERANCE
     moved = type(model)(model.config)
     moved.load_state_dict({k: v + 0.05 * torch.randn_like(v) for k, v in model.state_dict().items()})
     moved.save_pretrained(tmp_path / "policy")  # the server reloads what the run saved
-    groups, logps = engine.sample(moved, tmp_path / "policy", tokenizer, prompts, 3, seed=1, max_new_tokens=6,
-                                  logprobs=True)
+    groups, logps = sample(engine, moved, tmp_path / "policy", tokenizer, prompts, 3, seed=1, max_new_tokens=6,
+                           logprobs=True)
     assert largest_gap(moved, tokenizer, prompts, groups, logps) < TOLERANCE
     assert largest_gap(model, tokenizer, prompts, groups, logps) > 100 * TOLERANCE
+
+
+@pytest.mark.slow
+def test_two_processes_sharing_a_server_sample_what_one_engine_samples(pretrained, server, tmp_path):
+    """Two processes, one server: the main process reloads it with each iteration's policy before either samples
+    its share, so the samples equal a one-process run's with an engine of its own."""
+    from test_selfplay_distributed import launch
+
+    vllm = {"server": server, "timeout": 120}
+    served, local = tmp_path / "served", tmp_path / "local"
+    launch(pretrained[3], served, 2, "iterations=2", "generator=vllm", "vllm=" + json.dumps(vllm))
+    launch(pretrained[3], local, 1, "iterations=2", "generator=vllm", "vllm=" + json.dumps(OPTIONS))
+    for t in (1, 2):
+        a, b = ((run / f"iter-{t:04d}" / "samples.json").read_text() for run in (served, local))
+        assert a == b, t
 
 
 @pytest.mark.slow
@@ -243,7 +291,7 @@ def test_a_server_reloads_a_lora_policy_as_merged_weights(pretrained, server, tm
     policy.save_pretrained(saved)  # what a LoRA run saves: the adapter alone
     prompts = task.prompts(split="eval")[:4]
     engine = ServerEngine(path, VllmOptions(server=server))
-    groups, logps = engine.sample(policy, saved, tokenizer, prompts, 3, seed=2, max_new_tokens=6, logprobs=True)
+    groups, logps = sample(engine, policy, saved, tokenizer, prompts, 3, seed=2, max_new_tokens=6, logprobs=True)
     assert largest_gap(policy, tokenizer, prompts, groups, logps) < TOLERANCE
     assert largest_gap(model, tokenizer, prompts, groups, logps) > 100 * TOLERANCE  # the adapter was reloaded
     assert not (saved.parent / "vllm-weights").exists()  # the merged copy is gone once read

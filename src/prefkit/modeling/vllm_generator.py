@@ -2,9 +2,9 @@
 
 `generator: vllm` samples the K responses per prompt of each self-play iteration with vLLM instead of
 transformers' `generate`, and returns the same `Sample`s (text and token ids, EOS included when the model
-stopped), so judging, scoring and resume do not change. The engine must hold π_t when it samples: `sample`
-is told which iteration's policy it wants and where that policy is saved, and pushes the new weights when
-they changed, once per iteration after the fit:
+stopped), so judging, scoring and resume do not change. The engine must hold π_t when it samples: `hold` is
+told which iteration's policy it wants and where that policy is saved, and pushes the new weights when they
+changed, once per iteration after the fit:
 
 - in this process (the default): the engine runs in-process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, no worker
   process to spawn) and takes the trained weights from memory through the workers' `reload_weights`
@@ -15,8 +15,10 @@ they changed, once per iteration after the fit:
   merged weights written beside the saved adapter for the reload, and removed after it), and samples
   through `/v1/completions` with the prompt's token ids, returning the sampled ids and their log-probs.
 
-Each prompt's request carries its own seed (derived from the iteration's seed and the prompt's position), so a
-run samples the same responses when repeated, and two prompts never share their random draws.
+Each prompt's request carries its own seed (derived from the iteration's seed and the prompt's position among
+the iteration's prompts), so a run samples the same responses when repeated or resumed, on any number of
+processes, and two prompts never share their random draws. On several processes each process samples its share
+of the prompts (its own engine, or requests of its own to a shared server) and the samples are gathered.
 """
 
 from __future__ import annotations
@@ -104,14 +106,15 @@ def reloaded(folder: Path, saved: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def make_generator(config):
-    """The sampler `generator: vllm` asks for (None for `hf`): the engine starts from `config.model`."""
+def make_generator(config, processes: int = 1):
+    """The sampler `generator: vllm` asks for (None for `hf`) on a run of `processes` processes: the engine starts
+    from `config.model`."""
     if config.generator != "vllm":
         return None
     options = VllmOptions(**config.vllm)
     kind = ServerEngine if options.server else LocalEngine
     return kind(config.model, options, dtype=options.dtype or config.dtype, seed=config.seed,
-                trust_remote_code=config.trust_remote_code)
+                trust_remote_code=config.trust_remote_code, processes=processes)
 
 
 def request_seeds(seed: int, count: int) -> list[int]:
@@ -129,23 +132,33 @@ def to_samples(tokenizer, outputs: Sequence[Sequence[list[int]]], eos: int) -> l
 
 
 class _Engine:
-    """What both engines share: which policy they hold, and `sample`."""
+    """What both engines share: which policy they hold (`hold`), and `sample`."""
+
+    shared = False  # one engine serves every process (a server): only the main process pushes weights to it
+    group = 1  # how many consecutive processes drive one engine together, and so must sample the same prompts
 
     def __init__(self, model: str, options: VllmOptions):
         self.options, self.holds = options, str(model)  # the saved policy whose weights the engine holds
 
-    def sample(self, policy, saved, tokenizer, prompts, n: int, *, seed: int, temperature: float = 1.0,
+    def hold(self, policy, saved, *, main: bool = True) -> None:
+        """Make the engine hold `policy`, an in-memory model whose weights are saved in `saved`: its weights are
+        pushed when they changed. On several processes every process calls this before any samples (`main`:
+        whether this is the main process, the one that reloads a shared server)."""
+        if str(saved) != self.holds:
+            if main or not self.shared:
+                self.push(policy, Path(saved))
+            self.holds = str(saved)
+
+    def sample(self, tokenizer, prompts, n: int, *, seeds: Sequence[int], temperature: float = 1.0,
                top_p: float = 1.0, max_new_tokens: int = 32, logprobs: bool = False):
-        """n samples per prompt from `policy` (an in-memory model whose weights are saved in `saved`):
-        list[list[Sample]], and with `logprobs` also the engine's log-prob of each kept token, per sample."""
+        """n samples per prompt from the policy the engine holds, prompt i drawn with `seeds[i]`
+        (`request_seeds`): list[list[Sample]], and with `logprobs` also the engine's log-prob of each kept
+        token, per sample."""
         from prefkit.modeling.generation import encode_prompt
 
-        if str(saved) != self.holds:
-            self.push(policy, Path(saved))
-            self.holds = str(saved)
         prompt_ids = [encode_prompt(tokenizer, p) for p in prompts]
-        draws = self.draw(prompt_ids, n, request_seeds(seed, len(prompts)), temperature, top_p, max_new_tokens,
-                          tokenizer.eos_token_id, logprobs)
+        draws = self.draw(prompt_ids, n, list(seeds), temperature, top_p, max_new_tokens, tokenizer.eos_token_id,
+                          logprobs)
         groups = to_samples(tokenizer, [[ids for ids, _ in group] for group in draws], tokenizer.eos_token_id)
         if not logprobs:
             return groups
@@ -154,10 +167,16 @@ class _Engine:
 
 
 class LocalEngine(_Engine):
-    """vLLM's `LLM` in this process; weights are pushed from memory."""
+    """vLLM's `LLM` in this process; weights are pushed from memory. On several processes (`accelerate launch`)
+    each process starts one with vLLM's executor for torchrun-style launchers (`external_launcher`, as TRL's
+    colocate mode does): one engine per process, or with `tensor_parallel_size` T one engine per T consecutive
+    processes, each of them a tensor-parallel worker of it."""
 
-    def __init__(self, model: str, options: VllmOptions, *, dtype: str, seed: int, trust_remote_code: bool = False):
+    def __init__(self, model: str, options: VllmOptions, *, dtype: str, seed: int, trust_remote_code: bool = False,
+                 processes: int = 1):
         super().__init__(model, options)
+        self.launched = processes > 1  # the workers are this run's own processes, each pushed from its memory
+        self.group = options.tensor_parallel_size if self.launched else 1
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # in-process: the weights can be handed over in memory
         try:
             from vllm import LLM
@@ -167,10 +186,12 @@ class LocalEngine(_Engine):
         engine = {k: v for k, v in asdict(options).items() if k in (
             "max_model_len", "gpu_memory_utilization", "kv_cache_memory_bytes", "tensor_parallel_size",
             "enforce_eager") and v is not None}
+        if self.launched:
+            engine["distributed_executor_backend"] = "external_launcher"
         self.llm = LLM(model=str(model), dtype=dtype, seed=seed, trust_remote_code=trust_remote_code, **engine)
 
     def push(self, policy, saved: Path) -> None:
-        if self.options.tensor_parallel_size > 1:  # workers in processes of their own: they read the saved policy
+        if self.options.tensor_parallel_size > 1 and not self.launched:  # workers of their own read from disk
             folder = reloadable(policy, saved)
             self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
             reloaded(folder, saved)
@@ -194,7 +215,10 @@ class LocalEngine(_Engine):
 
 class ServerEngine(_Engine):
     """A vLLM server on another process (`python -m vllm.entrypoints.openai.api_server`, with
-    VLLM_SERVER_DEV_MODE=1 for the reload endpoint); weights are reloaded from the saved policy."""
+    VLLM_SERVER_DEV_MODE=1 for the reload endpoint); weights are reloaded from the saved policy, by the main
+    process alone when several share the server."""
+
+    shared = True
 
     def __init__(self, model: str, options: VllmOptions, **_):
         super().__init__(model, options)

@@ -50,8 +50,9 @@ class SelfPlayConfig(PolicyConfig):
     max_new_tokens: int = 32
     generator: str = "hf"  # who samples each iteration's K responses: hf (transformers) or vllm (prefkit[vllm])
     vllm: dict[str, Any] = field(default_factory=dict)  # engine options (prefkit.modeling.vllm_generator.VllmOptions)
-    # prompts per sampling block: one generate call, seeded by the block's index, so N processes with the same
-    # value draw what one process draws; null: the iteration's prompts split evenly over the processes
+    # prompts per sampling block of transformers' generate: one call, seeded by the block's index, so N processes
+    # with the same value draw what one process draws; null: the iteration's prompts split evenly over the
+    # processes. vLLM seeds each prompt's request on its own and needs no blocks
     sample_block: int | None = None
     eval_samples: int = 1  # samples per eval prompt for the per-iteration win rates
     kl_samples: int = 4  # fresh samples per eval prompt, each iteration, for the KL estimates
@@ -82,7 +83,7 @@ class SelfPlayConfig(PolicyConfig):
                             "geometric mixture (mixture_coef > 0): use winrates: sampled")
         if not bad & {"generator", "vllm"}:
             problems += vllm_problems(self.generator, self.vllm)
-        problems += launch_problems(self.generator)
+        problems += launch_problems(self.generator, self.vllm)
         if self.pairs == "canonical" and self.winrates in ("sampled", "weighted"):
             problems.append("pairs: canonical needs exact win rates (winrates: exact or auto)")
         if not bad & {"loss", "loss_params"}:

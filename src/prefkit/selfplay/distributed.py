@@ -35,15 +35,17 @@ def processes() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def launch_problems(generator: str) -> list[str]:
-    """What this launch cannot run, found at config validation: a vLLM generator on several processes (each would
-    start an engine of its own), and FSDP / DeepSpeed, which shard the policy that every process here samples,
+def launch_problems(generator: str, vllm: dict) -> list[str]:
+    """What this launch cannot run, found at config validation: vLLM engines in the processes that do not divide
+    into tensor-parallel groups, and FSDP / DeepSpeed, which shard the policy that every process here samples,
     scores and evaluates with whole (and DeepSpeed wants the optimizer prepared with the model, where self-play
     starts a fresh AdamW each iteration)."""
     problems = []
-    if generator == "vllm" and processes() > 1:
-        problems.append(f"generator: vllm samples on one process; this run has {processes()} (accelerate launch): "
-                        "use generator: hf, which shards the sampling over the processes")
+    vllm = vllm if isinstance(vllm, dict) else {}  # a bad one: vllm_problems says what is wrong with it
+    group, engines_here = vllm.get("tensor_parallel_size", 1), generator == "vllm" and not vllm.get("server")
+    if engines_here and isinstance(group, int) and group > 0 and processes() % group:
+        problems.append(f"vllm.tensor_parallel_size {group} does not divide the {processes()} processes of this "
+                        "launch: each group of that many consecutive processes runs one engine")
     for variable, name in sharded_launch():
         problems.append(f"accelerate launch asks for {name} ({variable}), but prefkit selfplay runs data-parallel "
                         "only: each process samples and scores with the whole policy, which "
@@ -62,12 +64,13 @@ def check_processes(accelerator) -> None:
                            "(on a machine without GPUs, make it with PartialState(cpu=True))")
 
 
-def map_shards(accelerator, items: Sequence, compute: Callable[[list], Sequence]) -> list:
+def map_shards(accelerator, items: Sequence, compute: Callable[[list], Sequence], group: int = 1) -> list:
     """`compute` (a list -> one result per item) over this process's share of `items` (every N-th, from its rank),
-    gathered back into the order of `items` on every process."""
-    n, rank = accelerator.num_processes, accelerator.process_index
-    if n == 1:
+    gathered back into the order of `items` on every process. With `group` G, the processes go in groups of G
+    consecutive ones that compute the same share (the workers of one tensor-parallel vLLM engine)."""
+    if accelerator.num_processes == 1:
         return list(compute(list(items)))
+    n, rank = accelerator.num_processes // group, accelerator.process_index // group
     mine = list(range(rank, len(items), n))
     results = list(compute([items[i] for i in mine])) if mine else []
     merged: list = [None] * len(items)

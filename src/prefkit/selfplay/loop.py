@@ -24,7 +24,7 @@ from prefkit.eval.curves import write_run_report
 from prefkit.io import atomic_write, read_json, write_json
 from prefkit.modeling.generation import Sample, encode_prompt, generate
 from prefkit.modeling.load import load_tokenizer
-from prefkit.modeling.vllm_generator import make_generator
+from prefkit.modeling.vllm_generator import make_generator, request_seeds
 from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
 from prefkit.train.rundir import open_run
@@ -98,7 +98,7 @@ def selfplay(config: SelfPlayConfig) -> Path:
     run = Run(config, out, state, judge, tokenizer, model, anchors, task, train_prompts, eval_prompts,
               kind == "selfplay-singles", objective.reads(*LABELS), scored_anchors(objective), tracker, baseline,
               mode, pairs, source, (accelerator, policy))
-    run.generator = make_generator(config)
+    run.generator = make_generator(config, accelerator.num_processes)
 
     console = Console(config.iterations, state["completed"], enabled=config.progress and main,
                       name=f"self-play {config.loss}",
@@ -344,7 +344,8 @@ def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed
     """K samples per prompt from π_t and, with `mixture_coef` > 0, K opponents from the geometric mixture
     π_t^(1−β)·π_ref^β (Nash-MD). Saved once; a resumed iteration reuses them. With a vLLM `engine` it samples
     π_t, whose weights are saved in `policy_dir` (the opponents stay on transformers). On several processes each
-    draws its blocks of prompts (prefkit.selfplay.distributed.sample) and the main process saves them all."""
+    draws its share of the prompts (transformers: its blocks, prefkit.selfplay.distributed.sample) and the main
+    process saves them all."""
     path = folder / "samples.json"
     if path.is_file():  # sampled before an interruption: reuse, never resample
         saved = read_json(path)
@@ -360,7 +361,12 @@ def _samples(folder: Path, model, magnet_model, tokenizer, prompts, config, seed
     if engine is None:
         samples = draw(seed, top_p=config.top_p)
     else:  # vLLM: it holds π_t once the weights saved in `policy_dir` are pushed (prefkit.modeling.vllm_generator)
-        samples = engine.sample(model, policy_dir, tokenizer, prompts, k, top_p=config.top_p, seed=seed, **options)
+        engine.hold(model, policy_dir, main=accelerator.is_main_process)
+        accelerator.wait_for_everyone()  # a server shared by the processes has the new weights before any samples
+        seeded = list(zip(prompts, request_seeds(seed, len(prompts))))
+        samples = distributed.map_shards(accelerator, seeded, lambda mine: engine.sample(
+            tokenizer, [p for p, _ in mine], k, seeds=[s for _, s in mine], top_p=config.top_p, **options),
+            group=engine.group)
     mixture = (magnet_model, config.mixture_coef)
     opponents = draw(seed + 1, mixture=mixture) if config.mixture_coef else [[] for _ in prompts]
     if accelerator.is_main_process:
