@@ -26,6 +26,7 @@ from prefkit.modeling.logprobs import TokenSums, batch_logps
 from prefkit.modeling.probe import plan
 from prefkit.train import checkpoint
 from prefkit.train.guard import NonFiniteGuard
+from prefkit.train.heap import give_back_free_pages
 
 
 class PolicyLogps(nn.Module):
@@ -161,6 +162,7 @@ class Engine:
             sync = i == count - 1
             with (contextlib.nullcontext() if sync else accelerator.no_sync(self.policy)), accelerator.autocast():
                 loss, values = loss_of(self.policy, batch)
+                self._give_back_free_pages()  # the forward pass's freed temporaries, before backward allocates
                 accelerator.backward(loss / count)
             for key, value in values.items():
                 metrics[key] = metrics.get(key, 0.0) + value / count
@@ -175,7 +177,14 @@ class Engine:
             self.optimizer.step()
         self.scheduler.step()  # a skipped step still uses up its place in the schedule, as AMP's skipped steps do
         self.optimizer.zero_grad(set_to_none=True)
+        self._give_back_free_pages()
         return Update(metrics, grad_norm, learning_rate, applied, stopping, tokens)
+
+    def _give_back_free_pages(self) -> None:
+        """On a CPU, the C heap's free pages go back to the system (prefkit.train.heap: it otherwise grows step
+        by step); a GPU's memory is torch's own caching allocator's, and the host heap stays small."""
+        if self.accelerator.device.type == "cpu":
+            give_back_free_pages()
 
     @property
     def learning_rate(self) -> float:
