@@ -201,8 +201,8 @@ def test_gradient_accumulation_takes_the_step_of_the_whole_batch(task, tokenizer
         settings = SelfPlayConfig(model="m", output_dir=str(tmp_path), loss="dpo",
                                   **{**TINY, "batch_size": batch_size, "grad_accum": accumulate})
         model = task.model(seed=0, hidden_size=32)
-        seen = fit_iteration(_engine_parts(model, settings, [], tmp_path), examples, tables, {}, tokenizer, settings,
-                             seed=1)
+        seen = fit_iteration(_engine_parts(model, settings, [], tmp_path, 0)[0], examples, tables, {}, tokenizer,
+                             settings, seed=1)
         assert len(seen) == 1  # one optimizer step either way
         weights.append(model.state_dict())
     for name, value in weights[0].items():  # float64 (tests/conftest.py): equal to rounding
@@ -218,20 +218,27 @@ def test_gradient_checkpointing_reaches_the_policy(initial, tmp_path):
     assert not load_policy(tmp_path, 0, SelfPlayConfig(model=initial, output_dir=str(tmp_path))).is_gradient_checkpointing
 
 
-def test_each_fit_lets_go_of_its_optimizer(task, tokenizer, tmp_path):
-    """Every iteration's fit starts a fresh AdamW; accelerate keeps each optimizer it prepares, so without
-    `Engine.release` every iteration's AdamW state (twice the trainable weights) would stay alive."""
+def test_each_fit_restarts_the_runs_one_adamw_as_a_fresh_one(task, tokenizer, tmp_path):
+    """The run prepares one AdamW with the policy (accelerate's FSDP2 prepares the two only together) and every
+    fit restarts it: a fit after another ends on exactly the weights that the same fit from a fresh AdamW reaches
+    from the same start, and accelerate holds that one optimizer however many fits ran."""
     import torch
 
     from prefkit.selfplay.loop import _engine_parts
     from prefkit.selfplay.steps import fit_iteration
 
     settings = SelfPlayConfig(model="m", output_dir=str(tmp_path), loss="dpo", **TINY)
-    model = task.model(seed=0, hidden_size=32)
-    accelerator, policy = _engine_parts(model, settings, [], tmp_path)
     examples = _four_pairs(tokenizer)
     tables = {name: torch.zeros(len(examples), 2) for name in ("prev", "ref")}
-    for seed in (1, 2, 3):
-        seen = fit_iteration((accelerator, policy), examples, tables, {}, tokenizer, settings, seed=seed)
+    model = task.model(seed=0, hidden_size=32)
+    parts, _ = _engine_parts(model, settings, [], tmp_path, 0)
+    for seed in (1, 2):
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        seen = fit_iteration(parts, examples, tables, {}, tokenizer, settings, seed=seed)
         assert len(seen) == 1 and np.isfinite(seen[0]["loss"]) and "entropy" in seen[0]
-        assert accelerator._optimizers == []  # accelerate's list of prepared optimizers
+        assert parts.accelerator._optimizers == [parts.optimizer]  # accelerate's list of prepared optimizers
+    fresh = task.model(seed=0, hidden_size=32)
+    fresh.load_state_dict(start)  # the weights the second fit started from, with a fresh AdamW
+    fit_iteration(_engine_parts(fresh, settings, [], tmp_path, 0)[0], examples, tables, {}, tokenizer, settings, seed=2)
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, start[k]) for k, v in model.state_dict().items())  # the fit moved the weights

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
 
 from prefkit.train.engine import agree, gather_objects
-from prefkit.train.validation import sharded_launch
+from prefkit.train.validation import fsdp_version_problems, sharded_launch, sharding_problems
 
 
 def is_main() -> bool:
@@ -36,20 +37,20 @@ def processes() -> int:
 
 
 def launch_problems(generator: str, vllm: dict) -> list[str]:
-    """What this launch cannot run, found at config validation: vLLM engines in the processes that do not divide
-    into tensor-parallel groups, and FSDP / DeepSpeed, which shard the policy that every process here samples,
-    scores and evaluates with whole (and DeepSpeed wants the optimizer prepared with the model, where self-play
-    starts a fresh AdamW each iteration)."""
+    """What this launch cannot run, found at config validation: vLLM engines in processes that do not divide into
+    tensor-parallel groups; a sharded engine where accelerate would not shard (no GPU); FSDP1, whose shards prefkit
+    does not gather; and DeepSpeed, whose engine owns the optimizer that each self-play fit restarts."""
     problems = []
     vllm = vllm if isinstance(vllm, dict) else {}  # a bad one: vllm_problems says what is wrong with it
     group, engines_here = vllm.get("tensor_parallel_size", 1), generator == "vllm" and not vllm.get("server")
     if engines_here and isinstance(group, int) and group > 0 and processes() % group:
         problems.append(f"vllm.tensor_parallel_size {group} does not divide the {processes()} processes of this "
                         "launch: each group of that many consecutive processes runs one engine")
-    for variable, name in sharded_launch():
-        problems.append(f"accelerate launch asks for {name} ({variable}), but prefkit selfplay runs data-parallel "
-                        "only: each process samples and scores with the whole policy, which "
-                        f"{name} shards. Launch with --multi_gpu (configs/accelerate/ddp.yaml) instead")
+    problems += sharding_problems() + fsdp_version_problems()
+    if ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed") in sharded_launch():
+        problems.append("accelerate launch asks for DeepSpeed (ACCELERATE_USE_DEEPSPEED), which prefkit selfplay "
+                        "does not run: its engine owns the optimizer that every self-play fit restarts. Launch "
+                        "with FSDP2 (configs/accelerate/fsdp.yaml) or --multi_gpu (configs/accelerate/ddp.yaml)")
     return problems
 
 
@@ -124,6 +125,22 @@ def judge_matrices(accelerator, judge, prompts: list, texts: list, path: Path, c
     accelerator.wait_for_everyone()
     own.unlink(missing_ok=True)
     return np.stack(matrices)
+
+
+def take_trained_weights(model, policy, accelerator) -> None:
+    """Bring `model`, which samples, scores and is saved, the weights the fit just trained. Without sharding the fit
+    trained `model` itself; under FSDP it trained a copy of which each process holds a shard: each trainable
+    weight is gathered whole on every process, one at a time, and copied in."""
+    from torch.distributed.tensor import DTensor
+
+    trained = accelerator.unwrap_model(policy).model
+    if trained is model:
+        return
+    whole = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, weight in trained.named_parameters():
+            if weight.requires_grad:
+                whole[name].copy_(weight.full_tensor() if isinstance(weight, DTensor) else weight)
 
 
 def on_main(accelerator, compute: Callable):

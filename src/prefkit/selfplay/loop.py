@@ -23,7 +23,7 @@ from prefkit.errors import PrefkitError, RunStopped
 from prefkit.eval.curves import write_run_report
 from prefkit.io import atomic_write, read_json, write_json
 from prefkit.modeling.generation import Sample, encode_prompt, generate
-from prefkit.modeling.load import load_tokenizer
+from prefkit.modeling.load import load_tokenizer, sharded
 from prefkit.modeling.vllm_generator import make_generator, request_seeds
 from prefkit.train.precompute import score_examples
 from prefkit.train.checkpoint import all_finite
@@ -33,8 +33,8 @@ from prefkit.selfplay.config import SELFPLAY_FEEDS, SelfPlayConfig
 from prefkit.selfplay.disk import prune_policies
 from prefkit.selfplay import distributed
 from prefkit.train.signals import StopRequests
-from prefkit.selfplay.steps import (LABELS, build_examples, fit_iteration, fit_metrics, iteration_metrics,
-                                   scored_anchors)
+from prefkit.selfplay.steps import (LABELS, EngineParts, build_examples, fit_iteration, fit_metrics,
+                                   iteration_metrics, scored_anchors)
 from prefkit.selfplay import winrates
 from prefkit.train.console import Console
 from prefkit.train.model_card import save_final
@@ -68,7 +68,7 @@ class Run:
     winrates: str  # "exact", "sampled" or "weighted" (prefkit.selfplay.winrates.resolve)
     pairs: str
     source: object  # the judge's enumerating side, or None for a black box
-    engine_parts: tuple  # (accelerator, the policy prepared for the training engine)
+    engine_parts: EngineParts  # what every fit trains with (prefkit.selfplay.steps)
     generator: object = None  # the vLLM engine that samples (generator: vllm); None: transformers' generate
 
 
@@ -85,19 +85,20 @@ def selfplay(config: SelfPlayConfig) -> Path:
     task, train_prompts, eval_prompts = _prompts(config)  # and so does a bad prompts file
     state = _read_state(out) if config.resume else {"completed": 0, "magnet": 0}
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    model = load_policy(out, state["completed"], config)
+    parts, model = _engine_parts(load_policy(out, state["completed"], config), config, trackers, out,
+                                 state["completed"])
+    accelerator = parts.accelerator
+    distributed.check_processes(accelerator)
     anchors = make_anchors(model, out, state, config)
     eval_prompts = eval_prompts[:config.eval_limit]
     baseline = _eval_samples(out, 0, model, tokenizer, eval_prompts, config) if main else []  # π_0's, once
     objective = losses.Objective(config.loss, None, config.loss_params)
     kind = objective.kind_for(SELFPLAY_FEEDS)
-    accelerator, policy = _engine_parts(model, config, trackers, out)
-    distributed.check_processes(accelerator)
     tracker = Tracker(accelerator, out, asdict(config), enabled=main, trackers=trackers, project=config.project,
                       run_name=config.run_name)
     run = Run(config, out, state, judge, tokenizer, model, anchors, task, train_prompts, eval_prompts,
               kind == "selfplay-singles", objective.reads(*LABELS), scored_anchors(objective), tracker, baseline,
-              mode, pairs, source, (accelerator, policy))
+              mode, pairs, source, parts)
     run.generator = make_generator(config, accelerator.num_processes)
 
     console = Console(config.iterations, state["completed"], enabled=config.progress and main,
@@ -125,7 +126,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     nothing."""
     config, model, magnet, tokenizer = run.config, run.model, run.anchors.magnet(), run.tokenizer
     folder = run.out / f"iter-{t:04d}"
-    accelerator = run.engine_parts[0]
+    accelerator = run.engine_parts.accelerator
 
     def check(saved: str) -> None:
         if distributed.stopping(accelerator, stop.requested):
@@ -146,6 +147,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     check("samples, judgements and log-prob tables")
     fitted = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t, stop=stop,
                            loss_params=config.loss_params_at(t))
+    distributed.take_trained_weights(model, run.engine_parts.policy, accelerator)
     check("samples, judgements and log-prob tables")
     if not all_finite(model):
         raise RunStopped(f"iteration {t}: the weights are not finite; the policy of iteration {t - 1} is kept")
@@ -186,13 +188,19 @@ def _measure(run: Run, t: int, prompts: list, before) -> tuple[bool, dict[str, f
     return refreshed, metrics
 
 
-def _engine_parts(model, config: SelfPlayConfig, trackers: list, out: Path) -> tuple:
-    """The accelerator and the policy prepared once for every iteration's fit (prefkit.train.engine)."""
-    from prefkit.train.engine import PolicyLogps, make_accelerator
+def _engine_parts(model, config: SelfPlayConfig, trackers: list, out: Path, completed: int) -> tuple:
+    """(`EngineParts` prepared once for every iteration's fit, the model that samples, scores, is measured and is
+    saved): that model is `model` itself, which the fit trains, unless the launch shards the fit's weights (FSDP),
+    leaving each process a shard: then it is `model` loaded again, whole, and each fit's weights are gathered
+    into it (`distributed.take_trained_weights`)."""
+    from prefkit.train.engine import PolicyLogps, make_accelerator, make_optimizer
 
     accelerator = make_accelerator(config.mixed_precision, trackers, str(out))
     policy = PolicyLogps(model, config.logprob_chunk_size, config.packing, config.token_metrics)
-    return accelerator, accelerator.prepare(policy)
+    parts = EngineParts(accelerator, *accelerator.prepare(policy, make_optimizer(policy, config, accelerator)))
+    if sharded(parts.policy):
+        model = load_policy(out, completed, config).to(accelerator.device)
+    return parts, model
 
 
 def _warn_early_refresh(config: SelfPlayConfig) -> None:
@@ -231,7 +239,7 @@ def _targets(run: Run, folder: Path, prompts: list, samples: list, opponents: li
         rates = [winrates.exact_rates(run.source, p, c, d) for p, c, d in zip(prompts, candidates, before)]
         return candidates, rates, None, enumerated
     texts = [[s.text for s in group + others] for group, others in zip(samples, opponents)]
-    accelerator = run.engine_parts[0]
+    accelerator = run.engine_parts.accelerator
     matrices = distributed.judge_matrices(accelerator, run.judge, prompts, texts, folder / "judged.npz",
                                           config.judge_chunk_size)
     check("samples and judgements")
@@ -415,7 +423,7 @@ def _score(folder, anchors: dict, scored: tuple, examples, tokenizer, config, ac
 
 def _save_final(run: Run) -> Path:
     """final/: the policy, its tokenizer and a model card (method, hyper-parameters, judge, prompts)."""
-    final, accelerator = run.out / "final", run.engine_parts[0]
+    final, accelerator = run.out / "final", run.engine_parts.accelerator
     run.anchors.close()  # training is over: final/ gets the policy alone (with LoRA, its one adapter)
     if accelerator.is_main_process:
         records = read_metrics(run.out)

@@ -7,6 +7,8 @@ Nash-MD) carry their win rate and its advantage over the group mean.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -85,13 +87,21 @@ def _pairs(mode: str, rates: np.ndarray, enumerated: int | None) -> list[tuple[i
     return [(int(ranked[0]), int(second))] if rates[ranked[0]] > rates[second] else []
 
 
-def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, seed: int,
+class EngineParts(NamedTuple):
+    """What every iteration's fit trains with, prepared once for the run (prefkit.train.engine)."""
+
+    accelerator: object
+    policy: torch.nn.Module  # PolicyLogps over the policy, as accelerate prepared it (DDP, or FSDP's shards)
+    optimizer: object  # AdamW prepared with it; each fit restarts it as a fresh AdamW
+
+
+def fit_iteration(engine_parts: EngineParts, examples, tables, inputs, tokenizer, config, seed: int,
                   stop=None, loss_params: dict | None = None) -> list[dict[str, float]]:
     """E epochs of the method's loss over this iteration's examples on the training engine
     (prefkit.train.engine), from a fresh AdamW (as the iterative pipelines of SPPO and INPO restart each
     iteration) whose learning rate decays linearly to 0 within the iteration (`schedule: linear`; `constant`
     keeps it): the fit then settles on the step it is fitting instead of jittering around it, which halves the
-    tracking error near the equilibrium (docs/selfplay.md). `engine_parts` is (accelerator, prepared policy).
+    tracking error near the equilibrium (docs/selfplay.md). `engine_parts`: the run's `EngineParts`.
     Returns the metrics of each applied step, averaged over the processes: the loss (over the global batch) and
     TRL's token metrics (prefkit.train.engine.token_metrics; pairs: chosen then rejected, single responses: the
     entropy only). On several processes each takes its slice of every global batch of `batch_size` x processes
@@ -102,7 +112,7 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
 
     if not examples:
         return [{"loss": float("nan")}]
-    accelerator, policy = engine_parts
+    accelerator, policy, optimizer = engine_parts
     processes = accelerator.num_processes  # batch_size is per process, as in `prefkit train`
     if len(examples) < processes:
         return [{"loss": float("nan")}]
@@ -111,7 +121,7 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
                        accelerator.process_index, config.seed + seed)
     accumulate = config.grad_accum  # micro-batches per optimizer step
     total = max(1, config.epochs * order.per_epoch // accumulate)
-    engine = Engine(accelerator, policy, config, total, policy_prepared=True)
+    engine = Engine(accelerator, policy, config, total, optimizer=optimizer)
     objective = losses.Objective(config.loss, None, loss_params or config.loss_params)
 
     def loss_of(policy, batch):
@@ -137,7 +147,6 @@ def fit_iteration(engine_parts, examples, tables, inputs, tokenizer, config, see
         if update.applied:
             seen.append(update.metrics)
     engine.model.eval()
-    engine.release()
     return [reduce_mean(accelerator, metrics) for metrics in seen]
 
 

@@ -127,19 +127,19 @@ class Update:
 class Engine:
     """AdamW and the schedule over a prepared `PolicyLogps`, stepped by `step`. `config` is either loop's
     configuration: both name these settings the same (learning_rate, weight_decay, schedule, warmup_steps,
-    max_grad_norm, max_nonfinite_steps)."""
+    max_grad_norm, max_nonfinite_steps). `optimizer`: an AdamW prepared with `policy` before (`make_optimizer`;
+    self-play's fits share one, since accelerate's FSDP2 prepares a model and its optimizer only together),
+    restarted here as a fresh AdamW: its state cleared; without it the engine makes and prepares its own."""
 
     def __init__(self, accelerator, policy: nn.Module, config, total_steps: int, skipped_steps: int = 0, *,
-                 policy_prepared: bool = False):
+                 optimizer=None):
         self.accelerator, self.config = accelerator, config
-        params = [p for p in policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
-                                      fused=accelerator.device.type in ("cpu", "cuda"))
-        self.scheduler = make_scheduler(config, optimizer, total_steps)
-        if policy_prepared:  # self-play prepares its policy once, for all its fits
-            self.policy, self.optimizer = policy, accelerator.prepare(optimizer)
+        if optimizer is None:
+            self.policy, self.optimizer = accelerator.prepare(policy, make_optimizer(policy, config, accelerator))
         else:
-            self.policy, self.optimizer = accelerator.prepare(policy, optimizer)
+            self.policy, self.optimizer = policy, optimizer
+            _unwrapped(optimizer).state.clear()  # AdamW's moments and step counts: the next step starts afresh
+        self.scheduler = make_scheduler(config, _unwrapped(self.optimizer), total_steps)
         self.guard = NonFiniteGuard(config.max_nonfinite_steps, skipped_steps)
 
     @property
@@ -191,12 +191,17 @@ class Engine:
         """The learning rate the next step will use."""
         return self.scheduler.get_last_lr()[0]
 
-    def release(self) -> None:
-        """Let go of the optimizer and its state. accelerate keeps a reference to every optimizer it prepared, so
-        a loop that builds an engine per fit (self-play: a fresh AdamW each iteration) would otherwise keep every
-        iteration's AdamW state alive, two copies of the trainable weights each."""
-        self.accelerator._optimizers = [o for o in self.accelerator._optimizers if o is not self.optimizer]
-        self.optimizer = self.scheduler = None
+
+def make_optimizer(policy: nn.Module, config, accelerator) -> torch.optim.AdamW:
+    """AdamW over the policy's trainable weights (fused where the device has it), to prepare with the policy."""
+    params = [p for p in policy.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay,
+                             fused=accelerator.device.type in ("cpu", "cuda"))
+
+
+def _unwrapped(optimizer) -> torch.optim.Optimizer:
+    """The torch optimizer inside accelerate's wrapper (the schedule and the state live on it)."""
+    return getattr(optimizer, "optimizer", optimizer)
 
 
 class Window:

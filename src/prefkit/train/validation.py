@@ -230,18 +230,22 @@ def sharding_problems() -> list[str]:
 
 
 def fsdp_problems(config) -> list[str]:
-    """What a run of `config` (prefkit train's) cannot do under accelerate's FSDP: FSDP1, whose shards prefkit does
-    not gather (checkpoints and the final model are gathered from FSDP2's, prefkit.train.checkpoint), and
-    `merge_lora`, which merges the adapter into a base model that no process holds whole."""
-    if ("ACCELERATE_USE_FSDP", "FSDP") not in sharded_launch():
-        return []
-    problems = []
-    version = os.environ.get("FSDP_VERSION", "1")  # accelerate's default is FSDP1
-    if version != "2":
-        problems.append(f"accelerate launch asks for FSDP version {version} (FSDP_VERSION); prefkit gathers "
-                        "checkpoints and the final model from FSDP2's shards only: set fsdp_version: 2 in the "
-                        "accelerate config (configs/accelerate/fsdp.yaml)")
-    if getattr(config, "merge_lora", False):
+    """What a run of `config` (prefkit train's) cannot do under accelerate's FSDP: FSDP1 (`fsdp_version_problems`),
+    and `merge_lora`, which merges the adapter into a base model that no process holds whole."""
+    problems = fsdp_version_problems()
+    if ("ACCELERATE_USE_FSDP", "FSDP") in sharded_launch() and getattr(config, "merge_lora", False):
         problems.append("'merge_lora' under FSDP: no process holds the whole base model to merge into; train "
                         "without it and merge the saved adapter afterwards (peft's merge_and_unload)")
     return problems
+
+
+def fsdp_version_problems() -> list[str]:
+    """FSDP1 asked for: prefkit gathers checkpoints, final models and self-play's weights from FSDP2's shards."""
+    if ("ACCELERATE_USE_FSDP", "FSDP") not in sharded_launch():
+        return []
+    version = os.environ.get("FSDP_VERSION", "1")  # accelerate's default is FSDP1
+    if version == "2":
+        return []
+    return [f"accelerate launch asks for FSDP version {version} (FSDP_VERSION); prefkit gathers checkpoints and "
+            "the final model from FSDP2's shards only: set fsdp_version: 2 in the accelerate config "
+            "(configs/accelerate/fsdp.yaml)"]

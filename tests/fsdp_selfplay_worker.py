@@ -1,0 +1,73 @@
+"""Run by tests/test_fsdp.py on 2 processes (torchrun, gloo): `prefkit selfplay` with the fit's policy sharded by
+FSDP2. accelerate applies FSDP2 on GPUs only, so here its `prepare` makes the calls its FSDP2 makes (torch's
+fully_shard on each decoder layer, then the root, and the AdamW moved onto the shards); everything else is
+prefkit's own code. Any failed check raises, and the test reads the exit status and stderr.
+
+Usage: fsdp_selfplay_worker.py OUT INITIAL_MODEL (OUT holds distinct_judge.py, the judge)."""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+
+from prefkit.selfplay.config import SelfPlayConfig
+from prefkit.selfplay.loop import selfplay
+from prefkit.train.config import load_config
+
+out, initial = Path(sys.argv[1]), sys.argv[2]
+sys.path.insert(0, str(out))  # the judge module
+accelerator = Accelerator(cpu=True)  # MULTI_CPU: starts the gloo process group prefkit's accelerator joins
+mesh = init_device_mesh("cpu", (accelerator.num_processes,))
+SETTINGS = dict(prompts_per_iteration=8, samples_per_prompt=3, max_new_tokens=4, eval_limit=4, epochs=1,
+                learning_rate=1e-3, progress=False, loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2},
+                refresh_every=1, judge="distinct_judge:judge", sample_block=2, batch_size=2)
+shards = []
+
+
+def run(name: str, iterations: int, resume: bool = False) -> Path:
+    values = {"model": initial, "output_dir": str(out / name), "iterations": iterations, "resume": resume,
+              **{k: v for k, v in SETTINGS.items() if not isinstance(v, dict)}}
+    selfplay(load_config(None, values, [f"loss_params={json.dumps(SETTINGS['loss_params'])}"], kind=SelfPlayConfig))
+    return out / name
+
+
+def shard_as_accelerate_does(self, policy, optimizer):
+    """accelerate's FSDP2 prepare, as on GPUs: each decoder layer, then the root; the AdamW over the shards."""
+    for layer in policy.model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(policy, mesh=mesh)
+    shards.append({n: p.to_local().numel() / p.numel() for n, p in policy.named_parameters()
+                   if isinstance(p, DTensor)})
+    # as accelerate's fsdp2_switch_optimizer_parameters: the same AdamW, its weights swapped for the sharded ones
+    (group,) = optimizer.param_groups
+    group["params"] = [p for p in policy.parameters() if p.requires_grad]
+    return policy, optimizer
+
+
+def final(run_dir: Path) -> dict:
+    return load_file(str(run_dir / "final" / "model.safetensors"))
+
+
+ddp = run("ddp", 2)
+Accelerator.prepare = shard_as_accelerate_does
+fsdp = run("fsdp", 2)
+assert shards and all(0 < share < 1 for share in shards[0].values()), shards  # each process holds a part
+for t in (1, 2):  # the whole model sampled and was judged as data parallelism's (iteration 2: trained weights)
+    folder = f"iter-{t:04d}"
+    assert (ddp / folder / "samples.json").read_text() == (fsdp / folder / "samples.json").read_text(), t
+a, b, start = final(ddp), final(fsdp), load_file(f"{initial}/model.safetensors")
+assert a.keys() == b.keys()
+assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # the gradient sums' rounding, as DDP's
+assert max((b[k] - start[k].float()).abs().max().item() for k in b) > 1e-3  # and it trained
+
+resumed = run("resumed", 1)
+run("resumed", 2, resume=True)
+c = final(resumed)
+assert all(torch.equal(b[k], c[k]) for k in b)  # resumed under FSDP: bit for bit the uninterrupted run
+print(f"rank {accelerator.process_index}: ok", flush=True)
