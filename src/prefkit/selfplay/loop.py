@@ -143,7 +143,7 @@ def _iteration(run: Run, t: int, stop: StopRequests) -> dict[str, float]:
     examples, inputs = build_examples(prompts, candidates, rates, tokenizer, run.pairs, run.per_response,
                                       matrices=labels, enumerated=enumerated,
                                       baseline=0.5 if run.winrates == "exact" else None, labelled=run.labelled)
-    tables = _score(folder, {"prev": model, "ref": magnet}, run.scored, examples, tokenizer, config, accelerator)
+    tables = _score(folder, {"prev": model, "ref": magnet}, run.scored, examples, config, accelerator)
     check("samples, judgements and log-prob tables")
     fitted = fit_iteration(run.engine_parts, examples, tables, inputs, tokenizer, config, seed=t, stop=stop,
                            loss_params=config.loss_params_at(t))
@@ -395,7 +395,7 @@ def _eval_samples(out: Path, t: int, model, tokenizer, prompts, config) -> list[
     return answers
 
 
-def _score(folder, anchors: dict, scored: tuple, examples, tokenizer, config, accelerator) -> dict[str, torch.Tensor]:
+def _score(folder, anchors: dict, scored: tuple, examples, config, accelerator) -> dict[str, torch.Tensor]:
     """Log-probs of the training examples under the `scored` anchors of `anchors` (π_t, the model before this
     iteration's fit, as "prev"; the magnet as "ref"), each process scoring its share; the main process saves the
     tables."""
@@ -408,14 +408,13 @@ def _score(folder, anchors: dict, scored: tuple, examples, tokenizer, config, ac
         except Exception as error:  # safetensors' own error types differ between versions
             raise PrefkitError(f"{path}: not a readable safetensors file ({error}); remove it to recompute "
                                "this iteration's log-probs") from None
-    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size, packing=config.packing,
-                   device=accelerator.device)
+    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size, packing=config.packing)
     indices = list(range(len(examples)))
     tables = {}
     for name in scored:
         with using(anchors[name]) as policy:  # the magnet: a frozen copy, or with LoRA an adapter state of the model
             tables[name] = torch.tensor(distributed.map_shards(accelerator, indices, lambda mine: score_examples(
-                policy, examples, mine, tokenizer.pad_token_id, **options)), dtype=torch.float32)
+                policy, examples, mine, **options)), dtype=torch.float32)
     if accelerator.is_main_process:
         atomic_write(path, lambda tmp: save_file(tables, str(tmp)))
     return tables

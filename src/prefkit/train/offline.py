@@ -111,7 +111,7 @@ def setup(config: TrainConfig, *, model=None, tokenizer=None, datasets=(None, No
                        cpu_matmul=config.cpu_matmul)
     model.to(accelerator.device)
     mode = resolve_reference(config, objective)
-    build = lambda data: _reference(mode, model, data, config, tokenizer, accelerator, objective)  # noqa: E731
+    build = lambda data: _reference(mode, model, data, config, accelerator, objective)  # noqa: E731
     reference = build(train)
     # computed now, while the weights are still the reference's
     eval_reference = build(evaluation) if evaluation and mode == "precomputed" else reference
@@ -282,12 +282,12 @@ def evaluate_loss(run: Run) -> dict[str, float]:
     return {f"{config.eval_prefix}{k}": v for k, v in reduce_mean(accelerator, totals).items()}
 
 
-def _reference(mode: str, model, data, config, tokenizer, accelerator, objective):
+def _reference(mode: str, model, data, config, accelerator, objective):
     """The reference policy of `mode` (prefkit.modeling.reference) for `data`."""
     if mode == "precomputed":
         from prefkit.train.precompute import precompute_reference
 
-        return precompute_reference(model, data, config, tokenizer, accelerator, objective.needs_mismatched)
+        return precompute_reference(model, data, config, accelerator, objective.needs_mismatched)
     if mode == "adapter" and not config.lora:
         raise PrefkitError("config: reference: adapter needs a LoRA adapter (set lora: {r: 16})")
     return REFERENCES[mode](model, config.logprob_chunk_size, config.packing)

@@ -14,7 +14,7 @@ from prefkit.train.engine import gather_objects
 
 
 @torch.no_grad()
-def precompute_reference(model, data, config, tokenizer, accelerator, needs_kl: bool):
+def precompute_reference(model, data, config, accelerator, needs_kl: bool):
     """The [N, K] table of the reference's log-probs of every example's K completions (with KTO's reference
     point, N more rows: the mismatched examples), from the cache when it holds exactly that table."""
     path = references.cache_path(config.cache_dir, references.model_fingerprint(config.model), data.fingerprint,
@@ -26,12 +26,10 @@ def precompute_reference(model, data, config, tokenizer, accelerator, needs_kl: 
         return references.Precomputed(cached, cache_hit=True, path=path)
 
     mine = list(range(accelerator.process_index, n, accelerator.num_processes))
-    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size,
-                   packing=config.packing, device=accelerator.device)
-    rows = list(zip(mine, score_examples(model, data.examples, mine, tokenizer.pad_token_id, **options)))
+    options = dict(batch_size=config.batch_size, chunk_size=config.logprob_chunk_size, packing=config.packing)
+    rows = list(zip(mine, score_examples(model, data.examples, mine, **options)))
     if needs_kl:
-        values = score_examples(model, mismatched(data.examples, mine), range(len(mine)), tokenizer.pad_token_id,
-                                **options)
+        values = score_examples(model, mismatched(data.examples, mine), range(len(mine)), **options)
         rows += [(n + i, v) for i, v in zip(mine, values)]
     rows = [r for part in gather_objects(accelerator, rows) for r in part]
     table = torch.zeros(shape, dtype=torch.float32)
@@ -43,11 +41,11 @@ def precompute_reference(model, data, config, tokenizer, accelerator, needs_kl: 
 
 
 @torch.no_grad()
-def score_examples(model, examples, indices, pad_token_id: int, *, batch_size: int, chunk_size: int,
-                   packing: bool, device) -> list[list[float]]:
+def score_examples(model, examples, indices, *, batch_size: int, chunk_size: int,
+                   packing: bool) -> list[list[float]]:
     """Summed completion log-probs of `examples[i]` for i in `indices`, in that order: the K values of each
-    example's completions (prefkit.modeling.score). Batches group similar lengths, so little compute goes to
-    padding. `pad_token_id` and `device` are kept for callers; the engine needs neither."""
+    example's completions (prefkit.modeling.score, on the model's device). Batches group similar lengths, so
+    little compute goes to padding."""
     indices = list(indices)
     order = sorted(range(len(indices)), key=lambda k: _length(examples[indices[k]]))
     values: list = [None] * len(indices)
