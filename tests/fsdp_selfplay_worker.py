@@ -30,16 +30,17 @@ SETTINGS = dict(prompts_per_iteration=8, samples_per_prompt=3, max_new_tokens=4,
 shards = []
 
 
-def run(name: str, iterations: int, resume: bool = False) -> Path:
+def run(name: str, iterations: int, resume: bool = False, **extra) -> Path:
     values = {"model": initial, "output_dir": str(out / name), "iterations": iterations, "resume": resume,
               **{k: v for k, v in SETTINGS.items() if not isinstance(v, dict)}}
-    selfplay(load_config(None, values, [f"loss_params={json.dumps(SETTINGS['loss_params'])}"], kind=SelfPlayConfig))
+    nested = {"loss_params": SETTINGS["loss_params"], **extra}
+    selfplay(load_config(None, values, [f"{k}={json.dumps(v)}" for k, v in nested.items()], kind=SelfPlayConfig))
     return out / name
 
 
 def shard_as_accelerate_does(self, policy, optimizer):
     """accelerate's FSDP2 prepare, as on GPUs: each decoder layer, then the root; the AdamW over the shards."""
-    for layer in policy.model.model.layers:
+    for layer in [m for m in policy.modules() if type(m).__name__ == "LlamaDecoderLayer"]:  # _no_split_modules
         fully_shard(layer, mesh=mesh)
     fully_shard(policy, mesh=mesh)
     shards.append({n: p.to_local().numel() / p.numel() for n, p in policy.named_parameters()
@@ -50,21 +51,32 @@ def shard_as_accelerate_does(self, policy, optimizer):
     return policy, optimizer
 
 
-def final(run_dir: Path) -> dict:
-    return load_file(str(run_dir / "final" / "model.safetensors"))
+def final(run_dir: Path, name: str = "model.safetensors") -> dict:
+    return load_file(str(run_dir / "final" / name))
 
 
-ddp = run("ddp", 2)
+def same_run(ddp: Path, fsdp: Path, name: str = "model.safetensors") -> dict:
+    """The sharded run samples what the data-parallel one samples (iteration 2: from the trained weights, gathered
+    into the whole model) and ends within 1e-4 of its weights (the gradient sums' rounding); returns its weights."""
+    for t in (1, 2):
+        folder = f"iter-{t:04d}"
+        assert (ddp / folder / "samples.json").read_text() == (fsdp / folder / "samples.json").read_text(), t
+    a, b = final(ddp, name), final(fsdp, name)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+    return b
+
+
+LORA = {"lora": {"r": 4}}
+ddp, lora_ddp = run("ddp", 2), run("lora-ddp", 2, **LORA)
 Accelerator.prepare = shard_as_accelerate_does
 fsdp = run("fsdp", 2)
-assert shards and all(0 < share < 1 for share in shards[0].values()), shards  # each process holds a part
-for t in (1, 2):  # the whole model sampled and was judged as data parallelism's (iteration 2: trained weights)
-    folder = f"iter-{t:04d}"
-    assert (ddp / folder / "samples.json").read_text() == (fsdp / folder / "samples.json").read_text(), t
-a, b, start = final(ddp), final(fsdp), load_file(f"{initial}/model.safetensors")
-assert a.keys() == b.keys()
-assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4  # the gradient sums' rounding, as DDP's
+b, start = same_run(ddp, fsdp), load_file(f"{initial}/model.safetensors")
 assert max((b[k] - start[k].float()).abs().max().item() for k in b) > 1e-3  # and it trained
+adapter = same_run(lora_ddp, run("lora-fsdp", 2, **LORA), "adapter_model.safetensors")
+assert any(k.endswith("lora_A.weight") for k in adapter) and any(v.abs().max() > 0 for k, v in adapter.items()
+                                                                   if "lora_B" in k)  # the adapter trained
+assert len(shards) == 2 and all(0 < share < 1 for record in shards for share in record.values())  # each a part
 
 resumed = run("resumed", 1)
 run("resumed", 2, resume=True)

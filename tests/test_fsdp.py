@@ -38,12 +38,12 @@ def run_worker(name: str, *arguments) -> None:
 
 @pytest.mark.slow
 def test_self_play_with_a_sharded_policy_matches_data_parallelism_and_resumes_exactly(initial, tmp_path):
-    """Two MPO iterations on 2 processes with the fit's policy sharded (FSDP2) against the same run data-parallel:
-    each process holds part of every sharded weight; the samples of both iterations are identical (the whole model
-    they are drawn from gets the fit's weights gathered after each fit), the final weights agree within 1e-4
-    (float32 gradient sums in another order: reduce-scatter against all-reduce; see
-    tests/test_selfplay_distributed.py for why 1e-4), and a run of one iteration resumed to two ends bit for bit
-    where the uninterrupted sharded run does."""
+    """Two MPO iterations on 2 processes with the fit's policy sharded (FSDP2) against the same run data-parallel,
+    fully fine-tuned and as a LoRA adapter: each process holds part of every sharded weight; the samples of both
+    iterations are identical (the whole model they are drawn from gets the fit's weights gathered after each fit),
+    the final weights (the adapter's) agree within 1e-4 (float32 gradient sums in another order: reduce-scatter
+    against all-reduce; see tests/test_selfplay_distributed.py for why 1e-4), and a run of one iteration resumed
+    to two ends bit for bit where the uninterrupted sharded run does."""
     from test_selfplay_distributed import JUDGE
 
     (tmp_path / "distinct_judge.py").write_text(JUDGE)
