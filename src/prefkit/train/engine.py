@@ -134,12 +134,14 @@ class Engine:
     def __init__(self, accelerator, policy: nn.Module, config, total_steps: int, skipped_steps: int = 0, *,
                  optimizer=None):
         self.accelerator, self.config = accelerator, config
+        adamw = make_optimizer(policy, config, accelerator) if optimizer is None else _unwrapped(optimizer)
+        # on torch's AdamW itself, before accelerate wraps it (DeepSpeed's wrapper is no torch optimizer)
+        self.scheduler = make_scheduler(config, adamw, total_steps)
         if optimizer is None:
-            self.policy, self.optimizer = accelerator.prepare(policy, make_optimizer(policy, config, accelerator))
+            self.policy, self.optimizer = accelerator.prepare(policy, adamw)
         else:
+            adamw.state.clear()  # its moments and step counts: the next step starts as a fresh AdamW's
             self.policy, self.optimizer = policy, optimizer
-            _unwrapped(optimizer).state.clear()  # AdamW's moments and step counts: the next step starts afresh
-        self.scheduler = make_scheduler(config, _unwrapped(self.optimizer), total_steps)
         self.guard = NonFiniteGuard(config.max_nonfinite_steps, skipped_steps)
 
     @property
