@@ -1,7 +1,9 @@
-"""Memory of LoRA self-play against full fine-tuning, on the bundled task's model and a bigger random Llama.
+"""Memory of LoRA self-play against full fine-tuning, on the bundled task's model and a bigger random Llama; and of
+full fine-tuning on 2 processes, data-parallel against FSDP2.
 
     python bench/selfplay_lora_memory.py --out runs/bench-lora
     python bench/selfplay_lora_memory.py --out runs/bench-lora --sizes task --iterations 3
+    python bench/selfplay_lora_memory.py --out runs/bench-fsdp --sizes 84m --modes ddp fsdp
 
 Each (model, mode) pair runs in a fresh process: `--iterations` MPO iterations on the task's prompts, judged by its
 oracle (sampled win rates, 4 prompts x 4 samples, every pair with the judge's soft label: 3 optimizer steps of 8
@@ -16,7 +18,10 @@ full fine-tuning, the base with the adapter off and a second adapter slot with L
 - on a GPU also `torch.cuda.max_memory_allocated` (the loop runs on the accelerator's device).
 
 `--sizes`: `task` (the task's tiny Llama, the `initial` fixture of the tests) and `84m` (hidden 1024, 8 layers,
-8 heads of 128, the task's vocabulary: 84M parameters). Prints one JSON line per run.
+8 heads of 128, the task's vocabulary: 84M parameters). `--modes`: `full` and `lora` run in one process; `ddp` and
+`fsdp` fully fine-tune on 2 processes (torch.distributed.run, gloo), `fsdp` with the fit's policy sharded by
+accelerate's FSDP2 calls made by hand (tests/fsdp_by_hand.py: accelerate shards on GPUs only), and report the
+larger of the two processes' figures (each holds the same amount). Prints one JSON line per run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ SETTINGS = dict(prompts="task", judge="task", loss="mpo", loss_params={"eta": 2.
                 max_new_tokens=8, eval_limit=4, kl_samples=1, batch_size=8, epochs=1, learning_rate=1e-4,
                 keep_policies=None, progress=False)
 LORA = {"r": 16, "alpha": 32}  # prefkit's defaults: every linear layer of the decoder (target_modules: all-linear)
+PROCESSES = {"full": 1, "lora": 1, "ddp": 2, "fsdp": 2}
 
 
 def build(out: Path, size: str) -> str:
@@ -52,8 +58,12 @@ def live_tensor_bytes(extra=()) -> int:
     """Bytes of the distinct storages of every tensor the garbage collector sees, and of `extra` tensors."""
     import torch
 
+    from torch.distributed.tensor import DTensor
+
     storages = {}
     for item in [*gc.get_objects(), *extra]:
+        if isinstance(item, DTensor):  # a sharded weight (or its gradient): the shard this process holds
+            item = item.to_local()
         if isinstance(item, torch.Tensor) and item.device.type != "meta":
             storage = item.untyped_storage()
             storages[(storage.device.type, storage.data_ptr())] = storage.nbytes()
@@ -78,6 +88,13 @@ def child(model: str, mode: str, out: Path, iterations: int) -> dict:
         return result
 
     torch.optim.AdamW.step = measured_step
+    if mode == "fsdp":
+        from accelerate import Accelerator
+
+        sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+        from fsdp_by_hand import sharding_prepare
+
+        Accelerator.prepare = sharding_prepare()
     values = {**SETTINGS, "model": model, "output_dir": str(out), "iterations": iterations, "overwrite": True,
               **({"lora": LORA} if mode == "lora" else {})}
     config = load_config(None, values=values, kind=SelfPlayConfig)
@@ -105,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench-lora")
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
+    parser.add_argument("--modes", nargs="+", default=["full", "lora"], choices=list(PROCESSES))
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--child", nargs=2, metavar=("MODEL", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -117,13 +135,17 @@ def main() -> None:
     for size in args.sizes:
         model = build(out, size)
         counts = parameters(model)
-        for mode in ("full", "lora"):
-            done = subprocess.run([sys.executable, __file__, "--out", str(out), "--iterations", str(args.iterations),
+        for mode in args.modes:
+            launcher = [sys.executable] if PROCESSES[mode] == 1 else \
+                [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(PROCESSES[mode])]
+            done = subprocess.run([*launcher, __file__, "--out", str(out), "--iterations", str(args.iterations),
                                    "--child", model, mode], capture_output=True, text=True)
             if done.returncode:
                 sys.exit(done.stderr[-3000:])
-            print(json.dumps({"size": size, **counts, **json.loads(done.stdout.strip().splitlines()[-1])}),
-                  flush=True)
+            ranks = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"mode"')]
+            largest = {k: max(r[k] for r in ranks) if isinstance(ranks[0][k], float) else ranks[0][k]
+                       for k in ranks[0]}
+            print(json.dumps({"size": size, "processes": len(ranks), **counts, **largest}), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Run by tests/test_fsdp.py on 2 processes (torchrun, gloo): `prefkit selfplay` with the fit's policy sharded by
-FSDP2. accelerate applies FSDP2 on GPUs only, so here its `prepare` makes the calls its FSDP2 makes (torch's
-fully_shard on each decoder layer, then the root, and the AdamW moved onto the shards); everything else is
-prefkit's own code. Any failed check raises, and the test reads the exit status and stderr.
+FSDP2. accelerate applies FSDP2 on GPUs only, so here its `prepare` makes the calls its FSDP2 makes
+(tests/fsdp_by_hand.py); everything else is prefkit's own code. Any failed check raises, and the test reads the
+exit status and stderr.
 
 Usage: fsdp_selfplay_worker.py OUT INITIAL_MODEL (OUT holds distinct_judge.py, the judge)."""
 
@@ -12,10 +12,8 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor
 
+from fsdp_by_hand import sharding_prepare
 from prefkit.selfplay.config import SelfPlayConfig
 from prefkit.selfplay.loop import selfplay
 from prefkit.train.config import load_config
@@ -23,7 +21,6 @@ from prefkit.train.config import load_config
 out, initial = Path(sys.argv[1]), sys.argv[2]
 sys.path.insert(0, str(out))  # the judge module
 accelerator = Accelerator(cpu=True)  # MULTI_CPU: starts the gloo process group prefkit's accelerator joins
-mesh = init_device_mesh("cpu", (accelerator.num_processes,))
 SETTINGS = dict(prompts_per_iteration=8, samples_per_prompt=3, max_new_tokens=4, eval_limit=4, epochs=1,
                 learning_rate=1e-3, progress=False, loss="mpo", loss_params={"eta": 2.0, "alpha": 0.2},
                 refresh_every=1, judge="distinct_judge:judge", sample_block=2, batch_size=2)
@@ -36,19 +33,6 @@ def run(name: str, iterations: int, resume: bool = False, **extra) -> Path:
     nested = {"loss_params": SETTINGS["loss_params"], **extra}
     selfplay(load_config(None, values, [f"{k}={json.dumps(v)}" for k, v in nested.items()], kind=SelfPlayConfig))
     return out / name
-
-
-def shard_as_accelerate_does(self, policy, optimizer):
-    """accelerate's FSDP2 prepare, as on GPUs: each decoder layer, then the root; the AdamW over the shards."""
-    for layer in [m for m in policy.modules() if type(m).__name__ == "LlamaDecoderLayer"]:  # _no_split_modules
-        fully_shard(layer, mesh=mesh)
-    fully_shard(policy, mesh=mesh)
-    shards.append({n: p.to_local().numel() / p.numel() for n, p in policy.named_parameters()
-                   if isinstance(p, DTensor)})
-    # as accelerate's fsdp2_switch_optimizer_parameters: the same AdamW, its weights swapped for the sharded ones
-    (group,) = optimizer.param_groups
-    group["params"] = [p for p in policy.parameters() if p.requires_grad]
-    return policy, optimizer
 
 
 def final(run_dir: Path, name: str = "model.safetensors") -> dict:
@@ -69,7 +53,7 @@ def same_run(ddp: Path, fsdp: Path, name: str = "model.safetensors") -> dict:
 
 LORA = {"lora": {"r": 4}}
 ddp, lora_ddp = run("ddp", 2), run("lora-ddp", 2, **LORA)
-Accelerator.prepare = shard_as_accelerate_does
+Accelerator.prepare = sharding_prepare(shards)
 fsdp = run("fsdp", 2)
 b, start = same_run(ddp, fsdp), load_file(f"{initial}/model.safetensors")
 assert max((b[k] - start[k].float()).abs().max().item() for k in b) > 1e-3  # and it trained
