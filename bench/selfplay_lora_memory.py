@@ -60,6 +60,9 @@ def live_tensor_bytes(extra=()) -> int:
 
     from torch.distributed.tensor import DTensor
 
+    # first free what only reference cycles hold: among them the list of every object that the previous call made,
+    # which holds that call's own frame and so would keep the previous step's gradients alive another step
+    gc.collect()
     storages = {}
     for item in [*gc.get_objects(), *extra]:
         if isinstance(item, DTensor):  # a sharded weight (or its gradient): the shard this process holds
