@@ -10,8 +10,9 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy
 
+from fsdp_by_hand import shard
 from prefkit.data import Batch
 from prefkit.modeling.load import sharded
 from prefkit.modeling.tiny import tiny_llama, tiny_tokenizer
@@ -31,9 +32,7 @@ def sharded_policy(seed: int, dtype=torch.float64, **options):
     it (each decoder layer, then the root; `options` as accelerate passes them), with AdamW."""
     model = tiny_llama(64, hidden_size=32, layers=2, heads=2, seed=seed).to(dtype)
     policy = PolicyLogps(model, 64, False)
-    for layer in model.model.layers:
-        fully_shard(layer, mesh=mesh, **options)
-    fully_shard(policy, mesh=mesh, **options)
+    shard(policy, mesh, **options)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=1e-2)
     return policy, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 

@@ -128,15 +128,17 @@ def check_weights(name_or_path: str) -> None:
 
 def one_line(error: BaseException) -> str:
     """The first line of an error's message: the CLI prints one line, and some libraries write paragraphs."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[0] if lines else type(error).__name__
+    return next(iter(_lines(error)), type(error).__name__)
+
+
+def _lines(error: BaseException) -> list[str]:
+    return [line.strip() for line in str(error).splitlines() if line.strip()]
 
 
 def _refusal(error: BaseException) -> str:
     """torch's reason for refusing a pickle (the line naming the blocked global), without its advice to load
     the file with weights_only=False."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), one_line(error))
+    return next((line for line in _lines(error) if "GLOBAL" in line or "Unsupported" in line), one_line(error))
 
 
 def _weight_files(name_or_path: str, suffixes: tuple[str, ...]) -> str:
